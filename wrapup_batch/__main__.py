@@ -1,0 +1,3 @@
+from wrapup_batch.cli import main
+
+main()

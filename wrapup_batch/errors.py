@@ -1,0 +1,78 @@
+"""The project's exception tree.
+
+    WrapupBatchError                 base; `str()` is a message for a person, never a secret
+    ├── UsageError                   bad flags, job file or configuration      → exit 2
+    ├── InputError                   the input file or query cannot be read    → exit 2
+    ├── LedgerError                  the ledger cannot be opened or used       → exit 2
+    │   └── LedgerBusyError          another live run holds the ledger         → exit 5
+    └── ApiError                     a Genesys Cloud API call failed
+        ├── AuthError                the token cannot be had (401/403 on it)   → exit 3
+        ├── TransientApiError        5xx, 429, timeout, connection: retriable
+        │   └── RateLimitedError     429, carries `retry_after` seconds
+        └── RequestRejectedError     any other 4xx for one request: a per-row outcome
+
+Every ApiError carries `status` (0 for no response), Genesys's error `code`, `message`
+and `context_id` when the response had a Genesys error body.
+"""
+
+from __future__ import annotations
+
+
+class WrapupBatchError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(WrapupBatchError):
+    exit_code = 2
+
+
+class InputError(WrapupBatchError):
+    exit_code = 2
+
+
+class LedgerError(WrapupBatchError):
+    exit_code = 2
+
+
+class LedgerBusyError(LedgerError):
+    exit_code = 5
+
+
+class ApiError(WrapupBatchError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 0,
+        code: str | None = None,
+        context_id: str | None = None,
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.context_id = context_id
+        self.method = method
+        self.path = path
+
+
+class AuthError(ApiError):
+    exit_code = 3
+
+
+class TransientApiError(ApiError):
+    pass
+
+
+class RateLimitedError(TransientApiError):
+    def __init__(self, message: str, *, retry_after: float, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class RequestRejectedError(ApiError):
+    pass

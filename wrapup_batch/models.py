@@ -1,0 +1,56 @@
+"""Plain data shared by every stage of the pipeline: row statuses and input rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """A row's outcome, in the ledger and in the results CSV (the names are a contract)."""
+
+    # fine
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    DUPLICATE = "duplicate"
+    WOULD_APPLY = "would_apply"
+    # not fine
+    INVALID = "invalid"
+    UNKNOWN_CODE = "unknown_code"
+    AMBIGUOUS_CODE = "ambiguous_code"
+    CONFLICT = "conflict"
+    NOT_FOUND = "not_found"
+    NOT_ENDED = "not_ended"
+    NO_AGENT = "no_agent"
+    FORBIDDEN = "forbidden"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    # not finished
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+
+
+FINE: frozenset[Status] = frozenset(
+    {Status.APPLIED, Status.UNCHANGED, Status.SKIPPED, Status.DUPLICATE, Status.WOULD_APPLY}
+)
+UNFINISHED: frozenset[Status] = frozenset({Status.PENDING, Status.IN_FLIGHT})
+NOT_FINE: frozenset[Status] = frozenset(set(Status) - FINE - UNFINISHED)
+
+
+@dataclass(frozen=True, slots=True)
+class InputRow:
+    """One input row after normalisation.
+
+    `row` is the 1-based data row number in input order (the header is not counted).
+    `problem` is set when the row failed validation; it becomes the `invalid` message.
+    `conversation_id` is normalised (lower case, braces and spaces stripped) when valid and
+    kept as given otherwise; `wrapup_code` has surrounding spaces stripped.
+    """
+
+    row: int
+    conversation_id: str
+    wrapup_code: str
+    notes: str | None = None
+    agent_id: str | None = None
+    problem: str | None = None
