@@ -1,0 +1,475 @@
+"""Which communication(s) of a conversation to wrap up, or why there are none.
+
+Pure functions, no I/O. A conversation is first parsed into a neutral view, either from
+`GET /api/v2/conversations/{id}` (`conversation_from_json`) or from one conversation of the
+analytics details multi-get (`conversation_from_analytics`); `plan` then picks the agent
+communication(s) for a row and decides, for each, whether to apply the code.
+
+Agent participants: a wrap-up belongs to a user participant, so an agent participant is any
+participant with a `userId` whose purpose is not one of `NON_AGENT_PURPOSES` (so `agent` and
+`user`, but also a purpose this module has never seen), and that has at least one communication
+of a media in `MEDIA_TYPES`.
+
+Selection (`participant`):
+- `last-agent` (default): the one communication that ended last by `disconnected_time` (not the
+  last one listed: in a consult, the later-listed agent can leave first). Ties go to the one
+  listed later; a communication without a `disconnected_time` loses to any with one. Every
+  agent communication must have ended, since which ended last is not known before.
+- `all-agents`: every agent communication; all must have ended.
+An `agent_id` first narrows the agents to the participants of that user.
+
+Decision per selected communication: it already has the code -> `unchanged`; it has another
+code -> `skip` (or `apply` with `on_existing="replace"`); it has none, or only a system
+placeholder from `PLACEHOLDER_CODES` (after-call work timed out) -> `apply`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from wrapup_batch.models import Status
+
+__all__ = [
+    "ENDED_STATES",
+    "MEDIA_TYPES",
+    "NON_AGENT_PURPOSES",
+    "PLACEHOLDER_CODES",
+    "Action",
+    "Communication",
+    "ConversationView",
+    "OnExisting",
+    "Participant",
+    "ParticipantMode",
+    "Plan",
+    "Target",
+    "agent_participants",
+    "conversation_from_analytics",
+    "conversation_from_json",
+    "parse_time",
+    "plan",
+]
+
+# The path segment of the media's wrapup endpoint (SDK 269; `chats` was retired).
+MEDIA_TYPES = (
+    "calls",
+    "callbacks",
+    "emails",
+    "messages",
+    "socials",
+    "videos",
+    "cobrowsesessions",
+    "screenshares",
+)
+ENDED_STATES = frozenset({"disconnected", "terminated"})
+# Purposes of participants that are never wrapped up, even when they carry a userId.
+NON_AGENT_PURPOSES = frozenset(
+    {"customer", "external", "acd", "ivr", "voicemail", "workflow", "botflow", "fax"}
+)
+# System codes Genesys records when an agent's after-call work timed out or was skipped. They
+# are not a choice anyone made, so they do not count as an existing wrap-up: the backfill
+# applies over them even with on_existing="skip" (the previous code is still recorded).
+# UNCONFIRMED: seen as the analytics `wrapUpCode` value; whether the Conversations API shows
+# these names or an id in `wrapup.code`, and whether a POST may overwrite them.
+PLACEHOLDER_CODES = frozenset({"ININ-WRAP-UP-TIMEOUT", "ININ-WRAP-UP-SKIPPED"})
+
+Action = Literal["apply", "unchanged", "skip"]
+ParticipantMode = Literal["last-agent", "all-agents"]
+OnExisting = Literal["skip", "replace"]
+
+# Conversations API media arrays -> wrapup endpoint media. `chats` has no wrapup endpoint any
+# more: its communications are left out (they still count for the participant-wrapup rule).
+_CONVERSATION_MEDIA = (
+    ("calls", "calls"),
+    ("callbacks", "callbacks"),
+    ("emails", "emails"),
+    ("messages", "messages"),
+    ("socialExpressions", "socials"),
+    ("videos", "videos"),
+    ("cobrowsesessions", "cobrowsesessions"),
+    ("screenshares", "screenshares"),
+)
+_UNSUPPORTED_MEDIA_KEYS = ("chats",)
+
+# Analytics `mediaType` -> wrapup endpoint media. UNCONFIRMED against real orgs, like the whole
+# analytics mapping. `chat` (retired web chat, no wrapup endpoint) and `internalmessage` are
+# left out; an unknown media type is left out too.
+_ANALYTICS_MEDIA = {
+    "voice": "calls",
+    "callback": "callbacks",
+    "email": "emails",
+    "message": "messages",
+    "social": "socials",
+    "video": "videos",
+    "cobrowse": "cobrowsesessions",
+    "screenshare": "screenshares",
+}
+
+_MEDIA_ORDER = {media: index for index, media in enumerate(MEDIA_TYPES)}
+_NEVER = datetime.min.replace(tzinfo=UTC)
+_REPLACE_HINT = "use --on-existing replace to change it"
+
+
+@dataclass(frozen=True, slots=True)
+class Communication:
+    id: str
+    media: str
+    state: str
+    connected_time: datetime | None
+    disconnected_time: datetime | None
+    wrapup_code: str | None
+    wrapup_notes: str | None
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    id: str
+    purpose: str
+    user_id: str | None
+    name: str | None
+    communications: tuple[Communication, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationView:
+    id: str
+    participants: tuple[Participant, ...]
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    participant_id: str
+    communication_id: str
+    media: str
+    user_id: str | None
+    previous_code: str | None
+    previous_notes: str | None
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """`status` is None when some target is to be applied, else the row's final status."""
+
+    status: Status | None
+    message: str
+    targets: tuple[Target, ...]
+
+    @property
+    def to_apply(self) -> tuple[Target, ...]:
+        return tuple(target for target in self.targets if target.action == "apply")
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO-8601 timestamp as an aware UTC datetime; None when missing or garbled."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _lower(value: object) -> str:
+    return value.lower() if isinstance(value, str) else ""
+
+
+def _items(value: object) -> list[Mapping[str, Any]]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, Mapping)]
+
+
+def _wrapup(value: object) -> tuple[str | None, str | None]:
+    """(code id, notes) of a `wrapup` object; the code may also come as {id, name}."""
+    if not isinstance(value, Mapping):
+        return None, None
+    code = value.get("code")
+    if isinstance(code, Mapping):
+        code = code.get("id")
+    return _str(code), _str(value.get("notes"))
+
+
+def conversation_from_json(data: Mapping[str, Any]) -> ConversationView:
+    """Parse `GET /api/v2/conversations/{id}`."""
+    participants = tuple(_participant_from_json(raw) for raw in _items(data.get("participants")))
+    return ConversationView(
+        id=_str(data.get("id")) or "",
+        participants=participants,
+        ended=bool(data.get("endTime")),
+    )
+
+
+def _participant_from_json(raw: Mapping[str, Any]) -> Participant:
+    media_lists = [(media, _items(raw.get(key))) for key, media in _CONVERSATION_MEDIA]
+    count = sum(len(items) for _, items in media_lists)
+    count += sum(len(_items(raw.get(key))) for key in _UNSUPPORTED_MEDIA_KEYS)
+    # The participant-level wrapup stands for its communication only when there is just one.
+    inherited = _wrapup(raw.get("wrapup")) if count == 1 else (None, None)
+    communications = tuple(
+        _communication_from_json(item, media, inherited)
+        for media, items in media_lists
+        for item in items
+    )
+    return Participant(
+        id=_str(raw.get("id")) or "",
+        purpose=_lower(raw.get("purpose")),
+        user_id=_str(raw.get("userId")),
+        name=_str(raw.get("name")),
+        communications=communications,
+    )
+
+
+def _communication_from_json(
+    raw: Mapping[str, Any], media: str, inherited: tuple[str | None, str | None]
+) -> Communication:
+    code, notes = _wrapup(raw.get("wrapup"))
+    if code is None and notes is None:
+        code, notes = inherited
+    return Communication(
+        id=_str(raw.get("id")) or "",
+        media=media,
+        state=_lower(raw.get("state")),
+        connected_time=parse_time(raw.get("connectedTime")),
+        disconnected_time=parse_time(raw.get("disconnectedTime")),
+        wrapup_code=code,
+        wrapup_notes=notes,
+    )
+
+
+def conversation_from_analytics(data: Mapping[str, Any]) -> ConversationView:
+    """Parse one element of `conversations[]` of the analytics conversation details.
+
+    UNCONFIRMED against real orgs: that `sessionId` is the Conversations API communication id,
+    the `mediaType` mapping, and the state and times derived from the segments.
+    """
+    ended = bool(data.get("conversationEnd"))
+    participants = tuple(
+        Participant(
+            id=_str(raw.get("participantId")) or "",
+            purpose=_lower(raw.get("purpose")),
+            user_id=_str(raw.get("userId")),
+            name=_str(raw.get("participantName")),
+            communications=_sessions(raw, ended),
+        )
+        for raw in _items(data.get("participants"))
+    )
+    return ConversationView(
+        id=_str(data.get("conversationId")) or "", participants=participants, ended=ended
+    )
+
+
+def _sessions(participant: Mapping[str, Any], ended: bool) -> tuple[Communication, ...]:
+    comms = [
+        comm
+        for session in _items(participant.get("sessions"))
+        if (comm := _communication_from_session(session, ended)) is not None
+    ]
+    # Listed by media, as the Conversations API lists them (one array per media), so that both
+    # views of a conversation order its communications, and so break ties, the same way.
+    comms.sort(key=lambda comm: _MEDIA_ORDER[comm.media])
+    return tuple(comms)
+
+
+def _communication_from_session(
+    session: Mapping[str, Any], conversation_ended: bool
+) -> Communication | None:
+    media = _ANALYTICS_MEDIA.get(_lower(session.get("mediaType")))
+    session_id = _str(session.get("sessionId"))
+    if media is None or session_id is None:
+        return None
+    segments = _items(session.get("segments"))
+    connected: datetime | None = None
+    disconnected: datetime | None = None
+    open_segment = False
+    code: str | None = None
+    notes: str | None = None
+    for segment in segments:
+        start = parse_time(segment.get("segmentStart"))
+        if start is not None and (connected is None or start < connected):
+            connected = start
+        end = parse_time(segment.get("segmentEnd"))
+        if end is None:
+            open_segment = True
+        elif segment.get("segmentType") != "wrapup" and (
+            disconnected is None or end > disconnected
+        ):
+            disconnected = end
+        if _str(segment.get("wrapUpCode")) is not None:  # the last one carrying a code wins
+            code, notes = _str(segment.get("wrapUpCode")), _str(segment.get("wrapUpNote"))
+    ended = conversation_ended or (bool(segments) and not open_segment)
+    return Communication(
+        id=session_id,
+        media=media,
+        state="disconnected" if ended else "connected",
+        connected_time=connected,
+        disconnected_time=disconnected,
+        wrapup_code=code,
+        wrapup_notes=notes,
+    )
+
+
+# --- planning -------------------------------------------------------------------------------
+
+_Candidate = tuple[Participant, Communication]
+
+
+def agent_participants(conversation: ConversationView) -> tuple[Participant, ...]:
+    """The participants that can be wrapped up (see the module docstring)."""
+    return tuple(p for p in conversation.participants if _is_user(p) and p.communications)
+
+
+def _is_user(participant: Participant) -> bool:
+    return participant.user_id is not None and participant.purpose not in NON_AGENT_PURPOSES
+
+
+def plan(
+    conversation: ConversationView,
+    *,
+    code_id: str,
+    agent_id: str | None = None,
+    participant: ParticipantMode = "last-agent",
+    on_existing: OnExisting = "skip",
+    name_of: Callable[[str], str] | None = None,
+) -> Plan:
+    """Pick the communication(s) to wrap up with `code_id` and decide what to do with each.
+
+    `name_of` (e.g. `CodeCatalog.name_of`) lets messages name codes, not only give their ids.
+    """
+    if participant not in ("last-agent", "all-agents"):
+        raise ValueError(f"participant must be last-agent or all-agents, not {participant!r}")
+    if on_existing not in ("skip", "replace"):
+        raise ValueError(f"on_existing must be skip or replace, not {on_existing!r}")
+    agents = agent_participants(conversation)
+    if not agents:
+        return Plan(Status.NO_AGENT, _no_agent_message(conversation), ())
+    if agent_id is not None:
+        wanted = agent_id.strip().strip("{}").strip().lower()
+        mine = tuple(p for p in agents if p.user_id is not None and p.user_id.lower() == wanted)
+        if not mine:
+            return Plan(Status.NO_AGENT, _absent_user_message(agent_id, agents), ())
+        agents = mine
+    candidates = [(p, c) for p in agents for c in p.communications]
+    still_open = next(((p, c) for p, c in candidates if not c.ended), None)
+    if still_open is not None:
+        return Plan(Status.NOT_ENDED, _not_ended_message(*still_open), ())
+    selected = candidates if participant == "all-agents" else [_ended_last(candidates)]
+    targets = tuple(_target(p, c, code_id, on_existing) for p, c in selected)
+    return _decide(targets, code_id, name_of)
+
+
+def _ended_last(candidates: Sequence[_Candidate]) -> _Candidate:
+    """The candidate with the latest disconnected_time; ties to the later listed.
+
+    A communication that was answered (has a connected_time) wins over one that only rang:
+    an agent who was alerted and never answered did not handle the conversation.
+    """
+
+    def key(index: int) -> tuple[bool, bool, datetime, int]:
+        communication = candidates[index][1]
+        ended_at = communication.disconnected_time
+        answered = communication.connected_time is not None
+        return (answered, ended_at is not None, ended_at or _NEVER, index)
+
+    return candidates[max(range(len(candidates)), key=key)]
+
+
+def _target(p: Participant, c: Communication, code_id: str, on_existing: OnExisting) -> Target:
+    previous = c.wrapup_code
+    action: Action
+    if previous is not None and previous.lower() == code_id.lower():
+        action = "unchanged"
+    elif previous is None or previous.upper() in PLACEHOLDER_CODES or on_existing == "replace":
+        action = "apply"
+    else:
+        action = "skip"
+    return Target(
+        participant_id=p.id,
+        communication_id=c.id,
+        media=c.media,
+        user_id=p.user_id,
+        previous_code=previous,
+        previous_notes=c.wrapup_notes,
+        action=action,
+    )
+
+
+def _decide(
+    targets: tuple[Target, ...], code_id: str, name_of: Callable[[str], str] | None
+) -> Plan:
+    skipped = _codes_of(t for t in targets if t.action == "skip")
+    skipped_text = ", ".join(_describe(code, name_of) for code in skipped)
+    applying = sum(1 for t in targets if t.action == "apply")
+    if applying:
+        return Plan(None, _partial_message(targets, applying, skipped_text), targets)
+    if not skipped:
+        return Plan(
+            Status.UNCHANGED, f"already wrapped up with {_describe(code_id, name_of)}", targets
+        )
+    return Plan(Status.SKIPPED, f"already wrapped up with {skipped_text}; {_REPLACE_HINT}", targets)
+
+
+def _partial_message(targets: tuple[Target, ...], applying: int, skipped_text: str) -> str:
+    """ "" when every target is applied; otherwise what happens to the others."""
+    if applying == len(targets):
+        return ""
+    parts = [f"applying to {applying} of {len(targets)} communications"]
+    unchanged = sum(1 for t in targets if t.action == "unchanged")
+    if unchanged:
+        parts.append(f"{unchanged} already ha{'s' if unchanged == 1 else 've'} the code")
+    if skipped_text:
+        parts.append(f"skipping those already wrapped up with {skipped_text} ({_REPLACE_HINT})")
+    return "; ".join(parts)
+
+
+def _codes_of(targets: Iterable[Target]) -> list[str]:
+    return list(dict.fromkeys(t.previous_code for t in targets if t.previous_code is not None))
+
+
+def _describe(code_id: str, name_of: Callable[[str], str] | None) -> str:
+    name = name_of(code_id) if name_of is not None else code_id
+    return code_id if not name or name == code_id else f'"{name}" ({code_id})'
+
+
+def _no_agent_message(conversation: ConversationView) -> str:
+    if not conversation.participants:
+        return "conversation has no participants"
+    purposes = ", ".join(dict.fromkeys(p.purpose or "unknown" for p in conversation.participants))
+    if any(_is_user(p) for p in conversation.participants):
+        supported = ", ".join(MEDIA_TYPES)
+        return (
+            "conversation has no agent participant with a communication that can be wrapped up "
+            f"({supported}) (participants: {purposes})"
+        )
+    return f"conversation has no agent participant (participants: {purposes})"
+
+
+def _absent_user_message(agent_id: str, agents: tuple[Participant, ...]) -> str:
+    users = ", ".join(dict.fromkeys(p.user_id or "" for p in agents))
+    return f"user {agent_id} is not an agent participant of this conversation (agents: {users})"
+
+
+def _not_ended_message(p: Participant, c: Communication) -> str:
+    who = p.name or p.user_id or p.id
+    state = c.state or "in an unknown state"
+    return (
+        f"conversation has not ended: the {c.media} communication {c.id} of agent {who} "
+        f"(participant {p.id}) is {state}"
+    )
