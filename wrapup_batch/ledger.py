@@ -1,0 +1,856 @@
+"""The results ledger: every run, every input row and every item's outcome, in SQL.
+
+SQLAlchemy Core; SQLite by default (a path), any SQLAlchemy URL accepted. Tables:
+
+- `meta`: the schema version.
+- `runs`: one row per run (started, finished, source, options, counts, exit code).
+- `items`: one row per distinct request, keyed by (conversation id, requested code, agent id,
+  notes) through `item_key`; holds the outcome: status, message, participant and
+  communication ids, previous code, HTTP status, Genesys error code and contextId, attempts.
+  An item outlives runs: a rerun finds it and does not redo it.
+- `run_rows`: one row per input row of a run, pointing at its item; row-level statuses
+  (`invalid`, `duplicate`) live here, everything else on the item.
+- `lock`: at most one row: the live run that owns the ledger.
+
+Writes come in batches, one transaction each; the runner's single writer thread calls
+`record`, so worker threads never touch the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+
+from wrapup_batch.errors import LedgerBusyError, LedgerError
+from wrapup_batch.models import InputRow, Status
+
+SCHEMA_VERSION = 1
+DEFAULT_LEDGER = "wrapup-ledger.db"
+STALE_LOCK_SECONDS = 300
+
+metadata = MetaData()
+
+meta_table = Table(
+    "meta",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String, nullable=False, default="run"),
+    Column("started", String, nullable=False),
+    Column("finished", String),
+    Column("source", Text, nullable=False),
+    Column("options", Text, nullable=False),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("counts", Text),
+    Column("summary", Text),
+    Column("exit_code", Integer),
+    Column("pid", Integer),
+    Column("host", String),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_key", String, nullable=False, unique=True),
+    Column("conversation_id", String, nullable=False),
+    Column("requested_code", Text, nullable=False),
+    Column("agent_id", String, nullable=False, default=""),
+    Column("notes", Text, nullable=False, default=""),
+    Column("code_id", String),
+    Column("code_name", Text),
+    Column("status", String, nullable=False, default=Status.PENDING.value),
+    Column("message", Text, nullable=False, default=""),
+    Column("participant_id", Text),
+    Column("communication_id", Text),
+    Column("media", String),
+    Column("previous_code", Text),
+    Column("previous_code_name", Text),
+    Column("http_status", Integer),
+    Column("error_code", String),
+    Column("context_id", String),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("first_run_id", Integer, nullable=False),
+    Column("last_run_id", Integer, nullable=False),
+    Column("created", String, nullable=False),
+    Column("updated", String, nullable=False),
+)
+
+run_rows = Table(
+    "run_rows",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("row", Integer, primary_key=True),
+    Column("item_key", String),
+    Column("conversation_id", Text, nullable=False),
+    Column("wrapup_code", Text, nullable=False),
+    Column("status", String),
+    Column("message", Text),
+    Index("run_rows_item", "run_id", "item_key"),
+)
+
+lock_table = Table(
+    "lock",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer),
+    Column("pid", Integer, nullable=False),
+    Column("host", String, nullable=False),
+    Column("acquired", String, nullable=False),
+    Column("heartbeat", String, nullable=False),
+)
+
+#: Item statuses a run does not process again (`skipped` joins them under --on-existing skip).
+DONE = (Status.APPLIED.value, Status.UNCHANGED.value)
+#: Set while resolving codes and finding conflicts: final for this run.
+DECIDED_BEFORE_WORK = (
+    Status.UNKNOWN_CODE.value,
+    Status.AMBIGUOUS_CODE.value,
+    Status.CONFLICT.value,
+)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def item_key(row: InputRow) -> str:
+    parts = (row.conversation_id, row.wrapup_code, row.agent_id or "", row.notes or "")
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    row: int
+    item_id: int
+    conversation_id: str
+    code_id: str
+    code_name: str
+    agent_id: str | None
+    notes: str | None
+    status: str
+    previous_code: str | None
+    previous_code_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemUpdate:
+    """An item's new state. Every field is written, so the runner says what it keeps."""
+
+    item_id: int
+    status: str
+    message: str = ""
+    participant_id: str | None = None
+    communication_id: str | None = None
+    media: str | None = None
+    previous_code: str | None = None
+    previous_code_name: str | None = None
+    http_status: int | None = None
+    error_code: str | None = None
+    context_id: str | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    row: int
+    conversation_id: str
+    wrapup_code: str
+    status: str
+    message: str
+    participant_id: str | None
+    communication_id: str | None
+    previous_code: str | None
+    previous_code_id: str | None
+    code_id: str | None
+    http_status: int | None
+    error_code: str | None
+    context_id: str | None
+    notes: str | None
+    agent_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    id: int
+    kind: str
+    started: str
+    finished: str | None
+    source: str
+    options: dict[str, Any]
+    dry_run: bool
+    counts: dict[str, int] | None
+    summary: dict[str, Any] | None
+    exit_code: int | None
+
+
+def ledger_url(target: str) -> str:
+    """A SQLAlchemy URL for `--ledger`: a URL as given, anything else a SQLite file path."""
+    if "://" in target:
+        return target
+    return "sqlite:///" + str(Path(target).expanduser())
+
+
+def masked(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 10000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+class Ledger:
+    """Open with `Ledger.open(path_or_url)`; every failure is a LedgerError for a person."""
+
+    def __init__(self, engine: Engine, display: str) -> None:
+        self.engine = engine
+        self.display = display
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    # -- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, target: str = DEFAULT_LEDGER, *, create: bool = True) -> Ledger:
+        url = ledger_url(target)
+        display = masked(url) if "://" in target else target
+        if url.startswith("sqlite") and "://" not in target:
+            _check_sqlite_path(Path(target).expanduser(), display, create=create)
+        try:
+            engine = create_engine(url)
+        except (ArgumentError, ImportError, SQLAlchemyError) as exc:
+            raise LedgerError(f"cannot use ledger {display}: {_first_line(exc)}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        ledger = cls(engine, display)
+        ledger._prepare(create=create)
+        return ledger
+
+    def _prepare(self, *, create: bool) -> None:
+        try:
+            with self.engine.begin() as conn:
+                existing = set(self.engine.dialect.get_table_names(conn))
+                if "meta" not in existing:
+                    if existing - {"meta"} and "items" not in existing:
+                        raise LedgerError(
+                            f"{self.display} is a database but not a wrapup-batch ledger "
+                            f"(it has tables {', '.join(sorted(existing))}); "
+                            "give --ledger a new file"
+                        )
+                    if not create:
+                        raise LedgerError(f"{self.display} holds no wrapup-batch ledger yet")
+                    metadata.create_all(conn)
+                    conn.execute(
+                        insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+                    return
+                version = conn.execute(
+                    select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+                ).scalar()
+                found = int(version or 0)
+                if found > SCHEMA_VERSION:
+                    raise LedgerError(
+                        f"{self.display} was written by a newer wrapup-batch (ledger schema "
+                        f"{found}, this version knows up to {SCHEMA_VERSION}); upgrade "
+                        "wrapup-batch, or give --ledger another file"
+                    )
+        except DBAPIError as exc:
+            raise LedgerError(_db_failure(self.display, exc)) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- the lock -----------------------------------------------------------------------------
+
+    def acquire_lock(self) -> None:
+        """Own the ledger, or raise LedgerBusyError while another live run does."""
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(2):
+            stamp = now_iso()
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        insert(lock_table).values(id=1, acquired=stamp, heartbeat=stamp, **me)
+                    )
+                return
+            except IntegrityError:
+                holder = self._lock_holder()
+                if holder is None:
+                    continue
+                if not _lock_is_stale(holder):
+                    raise LedgerBusyError(_busy_message(self.display, holder)) from None
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        delete(lock_table).where(
+                            and_(
+                                lock_table.c.id == 1,
+                                lock_table.c.pid == holder["pid"],
+                                lock_table.c.acquired == holder["acquired"],
+                            )
+                        )
+                    )
+            except DBAPIError as exc:
+                raise LedgerError(_db_failure(self.display, exc)) from None
+        raise LedgerBusyError(f"{self.display} is being claimed by another run; try again")
+
+    def _lock_holder(self) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(lock_table).where(lock_table.c.id == 1)).mappings().first()
+        return dict(row) if row else None
+
+    def set_lock_run(self, run_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(lock_table)
+                .where(lock_table.c.pid == os.getpid())
+                .values(run_id=run_id, heartbeat=now_iso())
+            )
+
+    def heartbeat(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(lock_table)
+                .where(lock_table.c.pid == os.getpid())
+                .values(heartbeat=now_iso())
+            )
+
+    def release_lock(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(lock_table).where(lock_table.c.pid == os.getpid()))
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def start_run(
+        self, *, source: str, options: Mapping[str, Any], dry_run: bool, kind: str = "run"
+    ) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(runs).values(
+                    kind=kind,
+                    started=now_iso(),
+                    source=source,
+                    options=json.dumps(dict(options), sort_keys=True, default=str),
+                    dry_run=dry_run,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                )
+            )
+            run_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        if run_id is None:
+            raise LedgerError(f"{self.display}: could not record the run")
+        self.set_lock_run(int(run_id))
+        return int(run_id)
+
+    def finish_run(
+        self, run_id: int, *, counts: Mapping[str, int], summary: Mapping[str, Any], exit_code: int
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    finished=now_iso(),
+                    counts=json.dumps(dict(counts), sort_keys=True),
+                    summary=json.dumps(dict(summary), sort_keys=True, default=str),
+                    exit_code=exit_code,
+                )
+            )
+
+    def list_runs(self) -> list[RunInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.id)).mappings().all()
+        return [_run_info(row) for row in rows]
+
+    def get_run(self, run_id: int | None = None) -> RunInfo | None:
+        query = select(runs)
+        query = (
+            query.where(runs.c.id == run_id)
+            if run_id is not None
+            else query.order_by(runs.c.id.desc()).limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return _run_info(row) if row else None
+
+    # -- ingest ---------------------------------------------------------------------------------
+
+    def ingest(self, run_id: int, chunk: Sequence[InputRow]) -> None:
+        """Record one chunk of input rows, and a pending item for each new valid request."""
+        stamp = now_iso()
+        item_values: list[dict[str, Any]] = []
+        row_values: list[dict[str, Any]] = []
+        for row in chunk:
+            if row.problem is not None:
+                row_values.append(_row_value(run_id, row, None, Status.INVALID, row.problem))
+                continue
+            key = item_key(row)
+            row_values.append(_row_value(run_id, row, key, None, None))
+            item_values.append(
+                {
+                    "item_key": key,
+                    "conversation_id": row.conversation_id,
+                    "requested_code": row.wrapup_code,
+                    "agent_id": row.agent_id or "",
+                    "notes": row.notes or "",
+                    "status": Status.PENDING.value,
+                    "message": "",
+                    "attempts": 0,
+                    "first_run_id": run_id,
+                    "last_run_id": run_id,
+                    "created": stamp,
+                    "updated": stamp,
+                }
+            )
+        with self._begin() as conn:
+            if item_values:
+                conn.execute(self._insert_ignore(items), item_values)
+            if row_values:
+                conn.execute(insert(run_rows), row_values)
+
+    def _insert_ignore(self, table: Table) -> Any:
+        if self.is_sqlite:
+            return sqlite_insert(table).on_conflict_do_nothing()
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing()
+        return insert(table).prefix_with("IGNORE")
+
+    def mark_duplicates(self, run_id: int) -> int:
+        """Rows repeating an earlier row of the same run, to the letter, are `duplicate`."""
+        sql = text(
+            """
+            UPDATE run_rows SET status = :status,
+                message = 'same as row ' || (
+                    SELECT MIN(r2.row) FROM run_rows r2
+                    WHERE r2.run_id = run_rows.run_id AND r2.item_key = run_rows.item_key)
+            WHERE run_id = :run_id AND item_key IS NOT NULL AND row > (
+                SELECT MIN(r3.row) FROM run_rows r3
+                WHERE r3.run_id = run_rows.run_id AND r3.item_key = run_rows.item_key)
+            """
+        )
+        with self._begin() as conn:
+            result = conn.execute(sql, {"status": Status.DUPLICATE.value, "run_id": run_id})
+        return int(result.rowcount or 0)
+
+    # -- before the work: codes and conflicts ---------------------------------------------------
+
+    def _todo_keys(self, run_id: int) -> Any:
+        return (
+            select(run_rows.c.item_key)
+            .where(run_rows.c.run_id == run_id)
+            .where(run_rows.c.status.is_(None))
+        )
+
+    def requested_codes(self, run_id: int, done: Sequence[str]) -> list[str]:
+        """The distinct wrap-up code values of the run's items still to do."""
+        query = (
+            select(items.c.requested_code)
+            .distinct()
+            .where(items.c.item_key.in_(self._todo_keys(run_id)))
+            .where(items.c.status.not_in(done))
+        )
+        with self.engine.connect() as conn:
+            values: list[Any] = list(conn.execute(query).scalars())
+        return [str(value) for value in values]
+
+    def apply_resolution(
+        self,
+        run_id: int,
+        done: Sequence[str],
+        requested: str,
+        *,
+        code_id: str | None,
+        code_name: str | None,
+        status: Status | None,
+        message: str,
+    ) -> None:
+        """Record how one requested code value resolved, on every item of the run asking it."""
+        where = and_(
+            items.c.requested_code == requested,
+            items.c.item_key.in_(self._todo_keys(run_id)),
+            items.c.status.not_in(done),
+        )
+        with self._begin() as conn:
+            if status is None:
+                conn.execute(
+                    update(items).where(where).values(code_id=code_id, code_name=code_name)
+                )
+                conn.execute(
+                    update(items)
+                    .where(where)
+                    .where(items.c.status.in_(DECIDED_BEFORE_WORK))
+                    .values(status=Status.PENDING.value, message="", updated=now_iso())
+                )
+            else:
+                conn.execute(
+                    update(items)
+                    .where(where)
+                    .where(items.c.status != Status.IN_FLIGHT.value)
+                    .values(
+                        status=status.value,
+                        message=message,
+                        last_run_id=run_id,
+                        updated=now_iso(),
+                    )
+                )
+
+    def mark_conflicts(self, run_id: int, done: Sequence[str]) -> int:
+        """A conversation asked for different wrap-ups in one input: none of them is applied.
+
+        Rows for one conversation that each name a different agent (agent_id) are not a conflict.
+        """
+        find = text(
+            """
+            SELECT i.conversation_id, GROUP_CONCAT(rr.row, ', ') AS rows_
+            FROM run_rows rr JOIN items i ON i.item_key = rr.item_key
+            WHERE rr.run_id = :run_id AND rr.status IS NULL
+            GROUP BY i.conversation_id
+            HAVING COUNT(*) > 1 AND (
+                SUM(CASE WHEN i.agent_id = '' THEN 1 ELSE 0 END) > 0
+                OR COUNT(DISTINCT i.agent_id) < COUNT(*))
+            """
+        )
+        with self._begin() as conn:
+            conflicts = conn.execute(find, {"run_id": run_id}).all()
+            for conversation_id, rows_ in conflicts:
+                conn.execute(
+                    update(items)
+                    .where(items.c.conversation_id == conversation_id)
+                    .where(items.c.item_key.in_(self._todo_keys(run_id)))
+                    .where(items.c.status.not_in(done))
+                    .where(items.c.status != Status.IN_FLIGHT.value)
+                    .values(
+                        status=Status.CONFLICT.value,
+                        message=(
+                            f"this input asks for different wrap-ups on this conversation "
+                            f"(rows {rows_}); none was applied: keep one row per conversation"
+                        ),
+                        last_run_id=run_id,
+                        updated=now_iso(),
+                    )
+                )
+        return len(conflicts)
+
+    # -- the work -------------------------------------------------------------------------------
+
+    def _work_query(self, run_id: int, skip: Sequence[str]) -> Any:
+        return (
+            select(
+                run_rows.c.row,
+                items.c.id,
+                items.c.conversation_id,
+                items.c.code_id,
+                items.c.code_name,
+                items.c.agent_id,
+                items.c.notes,
+                items.c.status,
+                items.c.previous_code,
+                items.c.previous_code_name,
+            )
+            .select_from(run_rows.join(items, items.c.item_key == run_rows.c.item_key))
+            .where(run_rows.c.run_id == run_id)
+            .where(run_rows.c.status.is_(None))
+            .where(items.c.status.not_in(skip))
+        )
+
+    def count_work(self, run_id: int, done: Sequence[str]) -> int:
+        skip = [*done, *DECIDED_BEFORE_WORK]
+        query = select(func.count()).select_from(self._work_query(run_id, skip).subquery())
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def iter_work(
+        self, run_id: int, done: Sequence[str], *, batch: int = 1000
+    ) -> Iterator[list[WorkItem]]:
+        """The run's items still to do, in input order, a page at a time."""
+        skip = [*done, *DECIDED_BEFORE_WORK]
+        after = 0
+        base = self._work_query(run_id, skip)
+        while True:
+            query = base.where(run_rows.c.row > after).order_by(run_rows.c.row).limit(batch)
+            with self.engine.connect() as conn:
+                rows: list[Any] = list(conn.execute(query).all())
+            if not rows:
+                return
+            yield [
+                WorkItem(
+                    row=r[0],
+                    item_id=r[1],
+                    conversation_id=r[2],
+                    code_id=r[3] or "",
+                    code_name=r[4] or "",
+                    agent_id=r[5] or None,
+                    notes=r[6] or None,
+                    status=r[7],
+                    previous_code=r[8],
+                    previous_code_name=r[9],
+                )
+                for r in rows
+            ]
+            after = rows[-1][0]
+
+    def record(self, run_id: int, updates: Sequence[ItemUpdate]) -> None:
+        """Write a batch of item outcomes in one transaction."""
+        if not updates:
+            return
+        stamp = now_iso()
+        statement = (
+            update(items)
+            .where(items.c.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                message=bindparam("b_message"),
+                participant_id=bindparam("b_participant_id"),
+                communication_id=bindparam("b_communication_id"),
+                media=bindparam("b_media"),
+                previous_code=bindparam("b_previous_code"),
+                previous_code_name=bindparam("b_previous_code_name"),
+                http_status=bindparam("b_http_status"),
+                error_code=bindparam("b_error_code"),
+                context_id=bindparam("b_context_id"),
+                attempts=items.c.attempts + bindparam("b_attempts"),
+                last_run_id=run_id,
+                updated=stamp,
+            )
+        )
+        values = [
+            {
+                "b_id": u.item_id,
+                "b_status": u.status,
+                "b_message": u.message,
+                "b_participant_id": u.participant_id,
+                "b_communication_id": u.communication_id,
+                "b_media": u.media,
+                "b_previous_code": u.previous_code,
+                "b_previous_code_name": u.previous_code_name,
+                "b_http_status": u.http_status,
+                "b_error_code": u.error_code,
+                "b_context_id": u.context_id,
+                "b_attempts": u.attempts,
+            }
+            for u in updates
+        ]
+        with self._begin() as conn:
+            conn.execute(statement, values)
+
+    # -- results ----------------------------------------------------------------------------------
+
+    def status_counts(self, run_id: int) -> dict[str, int]:
+        status = func.coalesce(run_rows.c.status, items.c.status)
+        query = (
+            select(status, func.count())
+            .select_from(run_rows.outerjoin(items, items.c.item_key == run_rows.c.item_key))
+            .where(run_rows.c.run_id == run_id)
+            .group_by(status)
+        )
+        with self.engine.connect() as conn:
+            found: list[Any] = list(conn.execute(query).all())
+        return {str(s): int(n) for s, n in found}
+
+    def iter_results(
+        self, run_id: int, *, statuses: Sequence[str] | None = None, batch: int = 5000
+    ) -> Iterator[list[ResultRow]]:
+        """Every input row of a run in input order with its outcome, a page at a time."""
+        status = func.coalesce(run_rows.c.status, items.c.status)
+        base = (
+            select(
+                run_rows.c.row,
+                run_rows.c.conversation_id,
+                run_rows.c.wrapup_code,
+                status,
+                func.coalesce(run_rows.c.message, items.c.message, ""),
+                items.c.participant_id,
+                items.c.communication_id,
+                items.c.previous_code_name,
+                items.c.previous_code,
+                items.c.code_id,
+                items.c.http_status,
+                items.c.error_code,
+                items.c.context_id,
+                items.c.notes,
+                items.c.agent_id,
+            )
+            .select_from(run_rows.outerjoin(items, items.c.item_key == run_rows.c.item_key))
+            .where(run_rows.c.run_id == run_id)
+        )
+        if statuses:
+            base = base.where(status.in_(list(statuses)))
+        after = 0
+        while True:
+            query = base.where(run_rows.c.row > after).order_by(run_rows.c.row).limit(batch)
+            with self.engine.connect() as conn:
+                rows: list[Any] = list(conn.execute(query).all())
+            if not rows:
+                return
+            yield [ResultRow(*r) for r in rows]
+            after = rows[-1][0]
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _begin(self) -> Any:
+        return _Transaction(self)
+
+
+class _Transaction:
+    """`engine.begin()` that turns database failures into a LedgerError for a person."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._ctx: Any = None
+
+    def __enter__(self) -> Any:
+        try:
+            self._ctx = self._ledger.engine.begin()
+            return self._ctx.__enter__()
+        except DBAPIError as exc:
+            raise LedgerError(_db_failure(self._ledger.display, exc)) from None
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        try:
+            return bool(self._ctx.__exit__(*exc_info))
+        except DBAPIError as exc:
+            raise LedgerError(_db_failure(self._ledger.display, exc)) from None
+
+
+def _row_value(
+    run_id: int, row: InputRow, key: str | None, status: Status | None, message: str | None
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "row": row.row,
+        "item_key": key,
+        "conversation_id": row.conversation_id,
+        "wrapup_code": row.wrapup_code,
+        "status": status.value if status else None,
+        "message": message,
+    }
+
+
+def _run_info(row: Any) -> RunInfo:
+    return RunInfo(
+        id=int(row["id"]),
+        kind=str(row["kind"]),
+        started=str(row["started"]),
+        finished=row["finished"],
+        source=str(row["source"]),
+        options=json.loads(row["options"] or "{}"),
+        dry_run=bool(row["dry_run"]),
+        counts=json.loads(row["counts"]) if row["counts"] else None,
+        summary=json.loads(row["summary"]) if row["summary"] else None,
+        exit_code=row["exit_code"],
+    )
+
+
+def _check_sqlite_path(path: Path, display: str, *, create: bool) -> None:
+    if path.is_dir():
+        raise LedgerError(f"ledger {display} is a directory; give --ledger a file path")
+    if not path.exists():
+        if not create:
+            raise LedgerError(f"no ledger at {display}; run `wrapup-batch run` first")
+        if not path.parent.exists():
+            raise LedgerError(
+                f"cannot create ledger {display}: folder {path.parent} does not exist"
+            )
+        return
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if header and header != b"SQLite format 3\x00":
+        raise LedgerError(
+            f"{display} is not a SQLite database (nothing was changed); give --ledger another file"
+        )
+
+
+def _lock_is_stale(holder: Mapping[str, Any]) -> bool:
+    if holder["host"] == socket.gethostname():
+        return not _pid_alive(int(holder["pid"]))
+    try:
+        beat = datetime.fromisoformat(str(holder["heartbeat"]))
+    except ValueError:
+        return True
+    return (datetime.now(UTC) - beat).total_seconds() > STALE_LOCK_SECONDS
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _busy_message(display: str, holder: Mapping[str, Any]) -> str:
+    run = f"run {holder['run_id']}" if holder.get("run_id") else "a run"
+    return (
+        f"ledger {display} is in use by {run} (pid {holder['pid']} on {holder['host']}, "
+        f"started {holder['acquired']}); wait for it to finish, or use another --ledger"
+    )
+
+
+def _db_failure(display: str, exc: DBAPIError) -> str:
+    detail = _first_line(exc.orig) if exc.orig is not None else _first_line(exc)
+    lowered = detail.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        hint = "the file or its folder is read-only: give --ledger a writable path"
+    elif "locked" in lowered:
+        hint = "another program holds the database locked: close it and try again"
+    elif "not a database" in lowered or "malformed" in lowered:
+        hint = "the file is damaged or not a ledger (nothing was changed); use another --ledger"
+    else:
+        hint = "check the --ledger path or URL"
+    return f"ledger {display}: {detail}; {hint}"
+
+
+def _first_line(exc: object) -> str:
+    text_ = str(exc).strip().splitlines()
+    return text_[0] if text_ else type(exc).__name__
