@@ -560,6 +560,7 @@ class Ledger:
         with self._begin() as conn:
             conflicts = conn.execute(find, {"run_id": run_id}).all()
             for conversation_id, rows_ in conflicts:
+                rows_ = ", ".join(sorted(str(rows_).split(", "), key=int))
                 conn.execute(
                     update(items)
                     .where(items.c.conversation_id == conversation_id)

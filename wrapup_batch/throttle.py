@@ -35,6 +35,7 @@ class ThrottleStats:
     retry_after_wait_seconds: float
     current_rate_per_minute: float
     limit_per_minute: float
+    requests_per_minute: float  # achieved, from the first request sent to the last
 
 
 class Throttle:
@@ -63,6 +64,8 @@ class Throttle:
         self._paused_until = 0.0
         self._last_lowered = float("-inf")
         self._requests = 0
+        self._first_sent = 0.0
+        self._last_sent = 0.0
         self._throttled = 0
         self._retry_after_wait = 0.0
 
@@ -80,6 +83,8 @@ class Throttle:
                     self._tokens -= 1.0
                     self._sent.append(now)
                     self._requests += 1
+                    self._first_sent = self._first_sent or now
+                    self._last_sent = now
                     return
                 self._cond.wait(timeout=wait)
 
@@ -145,10 +150,13 @@ class Throttle:
 
     def stats(self) -> ThrottleStats:
         with self._cond:
+            span = self._last_sent - self._first_sent
+            achieved = (self._requests - 1) * 60.0 / span if span > 0 else 0.0
             return ThrottleStats(
                 requests=self._requests,
                 throttled=self._throttled,
                 retry_after_wait_seconds=round(self._retry_after_wait, 3),
                 current_rate_per_minute=round(self._rate, 1),
                 limit_per_minute=self.limit,
+                requests_per_minute=round(achieved, 1),
             )

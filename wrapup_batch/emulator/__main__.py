@@ -1,0 +1,72 @@
+"""`python -m wrapup_batch.emulator`: serve the emulator until interrupted.
+
+Prints the environment variables that point wrapup-batch at it (the secret is the emulator's
+own fake one), one `NAME=value` per line on stdout, then serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from wrapup_batch.emulator.config import EmulatorConfig
+from wrapup_batch.emulator.server import EmulatorHandle, serve_forever
+
+
+def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
+    parser = argparse.ArgumentParser(
+        prog="python -m wrapup_batch.emulator",
+        description="Serve a Genesys Cloud API emulator on loopback until interrupted.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8642, help="0 picks a free port")
+    parser.add_argument("--seed", type=Path, default=None, help="seed JSON (default: packaged)")
+    parser.add_argument("--generate", type=int, default=0, help="synthetic conversations")
+    parser.add_argument("--rate-limit", type=int, default=300, help="per token per minute")
+    parser.add_argument("--token-ttl", type=int, default=86400, help="seconds")
+    parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="0..1")
+    parser.add_argument("--random-seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not 0 <= args.fault_rate <= 1:
+        parser.error("--fault-rate must be between 0 and 1")
+    for name in ("generate", "rate_limit", "token_ttl", "latency_ms", "port"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must be >= 0")
+    return EmulatorConfig(
+        seed_path=args.seed,
+        generate=args.generate,
+        rate_limit=args.rate_limit,
+        token_ttl=args.token_ttl,
+        latency_ms=args.latency_ms,
+        fault_rate=args.fault_rate,
+        random_seed=args.random_seed,
+        host=args.host,
+        port=args.port,
+    )
+
+
+def _announce(handle: EmulatorHandle) -> None:
+    for name, value in handle.env().items():
+        print(f"{name}={value}")
+    print(
+        f"Genesys Cloud emulator serving {handle.state.conversation_count} conversations "
+        f"on {handle.base_url} (Ctrl-C stops it)",
+        file=sys.stderr,
+    )
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_args(argv)
+    try:
+        serve_forever(config, on_ready=_announce)
+    except (OSError, ValueError) as exc:
+        print(f"emulator: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,579 @@
+"""The only module that talks HTTP to Genesys Cloud.
+
+Built on the official SDK (`PureCloudPlatformClientV2`) with its transport replaced through
+`ApiClient.set_http_client`: the SDK's own transport retries 429s and POSTs silently and has no
+timeout, so `Transport` sends each request exactly once, with a timeout, after the shared
+throttle allows it, and reports every response's status and `Retry-After` to the throttle.
+
+`GenesysClient` adds the policy on top: client-credentials auth (a new token on a 401, and one
+retry), retries of transient failures with exponential backoff and jitter (tenacity, at most
+`max_attempts`), 429s waited out through the throttle, and Genesys errors mapped to the
+project's exception tree (`errors.py`). A wrap-up POST whose outcome is unknown (timeout,
+dropped connection, 5xx) is never resent blind: the wrap-up is read back first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import urlencode, urlsplit
+
+import certifi
+import urllib3
+from PureCloudPlatformClientV2 import (
+    AnalyticsApi,
+    ApiClient,
+    ConversationsApi,
+    PureCloudRegionHosts,
+    RoutingApi,
+    WrapupInput,
+)
+from PureCloudPlatformClientV2.abstract_http_client import AbstractHttpClient
+from PureCloudPlatformClientV2.http_request_options import HttpRequestOptions
+from PureCloudPlatformClientV2.rest import ApiException, RESTResponse
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from wrapup_batch.codes import WrapupCode, code_from_json
+from wrapup_batch.errors import (
+    ApiError,
+    AuthError,
+    RateLimitedError,
+    RequestRejectedError,
+    TransientApiError,
+    UsageError,
+)
+from wrapup_batch.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ENV_CLIENT_ID = "GENESYSCLOUD_OAUTHCLIENT_ID"
+ENV_CLIENT_SECRET = "GENESYSCLOUD_OAUTHCLIENT_SECRET"
+ENV_REGION = "GENESYSCLOUD_REGION"
+ENV_API_HOST = "GENESYSCLOUD_API_HOST"
+
+#: Media whose wrap-up the tool can set: path segment -> SDK method infix.
+MEDIA_METHODS: Mapping[str, str] = {
+    "calls": "call",
+    "callbacks": "callback",
+    "emails": "email",
+    "messages": "message",
+    "socials": "social",
+    "videos": "video",
+    "cobrowsesessions": "cobrowsesession",
+    "screenshares": "screenshare",
+}
+
+PERMISSIONS = {
+    "codes": "routing:wrapupCode:view",
+    "conversation": "conversation:communication:view",
+    "wrapup": "conversation:participant:wrapup",
+    "analytics": "analytics:conversationDetail:view",
+}
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Where and as whom to connect. The secret never appears in `repr()`."""
+
+    host: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    timeout: float = 30.0
+
+
+def resolve_host(region: str | None, api_host: str | None) -> str:
+    """The API base URL from `GENESYSCLOUD_API_HOST` (wins) or `GENESYSCLOUD_REGION`."""
+    if api_host:
+        return _check_host(api_host.rstrip("/"))
+    if not region:
+        return PureCloudRegionHosts.us_east_1.get_api_host()  # type: ignore[no-any-return]
+    key = region.strip().lower().replace("-", "_")
+    try:
+        return PureCloudRegionHosts[key].get_api_host()  # type: ignore[no-any-return]
+    except KeyError:
+        known = ", ".join(sorted(h.name.replace("_", "-") for h in PureCloudRegionHosts))
+        raise UsageError(
+            f"{ENV_REGION}={region!r} is not a Genesys Cloud region; use one of: {known}, "
+            f"or set {ENV_API_HOST} to the API's base URL"
+        ) from None
+
+
+def _check_host(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"{ENV_API_HOST}={url!r} is not a base URL like https://api.mypurecloud.com"
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise UsageError(
+            f"{ENV_API_HOST}={url!r} uses plain http to a host that is not this machine; "
+            "Genesys Cloud is only reached over https (plain http is for the local emulator)"
+        )
+    return url
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def settings_from_env(env: Mapping[str, str], *, timeout: float = 30.0) -> ApiSettings:
+    """Read the ecosystem's environment variables; name the missing ones."""
+    missing = [name for name in (ENV_CLIENT_ID, ENV_CLIENT_SECRET) if not env.get(name)]
+    if missing:
+        raise UsageError(
+            f"set {' and '.join(missing)} to an OAuth client-credentials client of your org "
+            "(or use --sandbox to run against the built-in emulator)"
+        )
+    host = resolve_host(env.get(ENV_REGION), env.get(ENV_API_HOST))
+    return ApiSettings(
+        host=host,
+        client_id=env[ENV_CLIENT_ID],
+        client_secret=env[ENV_CLIENT_SECRET],
+        timeout=timeout,
+    )
+
+
+# -- transport ------------------------------------------------------------------------------
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class Transport(AbstractHttpClient):  # type: ignore[misc]
+    """Sends each request once, with a timeout, paced by the throttle (token calls excepted)."""
+
+    def __init__(self, *, timeout: float, throttle: Throttle | None, pool_size: int) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.throttle = throttle
+        self.pool = urllib3.PoolManager(
+            num_pools=4,
+            maxsize=max(1, pool_size),
+            block=False,
+            retries=False,
+            timeout=urllib3.Timeout(connect=min(10.0, timeout), read=timeout),
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=certifi.where(),
+        )
+
+    def request(self, http_request_options: HttpRequestOptions) -> RESTResponse:
+        opts = http_request_options
+        is_token_call = opts.url.endswith("/oauth/token")
+        if self.throttle is not None and not is_token_call:
+            self.throttle.acquire()
+        try:
+            raw = self._send(opts)
+        except urllib3.exceptions.SSLError as exc:
+            self._observe(0, None, is_token_call)
+            raise ApiError(
+                f"TLS certificate verification failed for {_host_of(opts.url)}: {exc}",
+                method=opts.method,
+                path=_path_of(opts.url),
+            ) from None
+        except urllib3.exceptions.HTTPError as exc:
+            self._observe(0, None, is_token_call)
+            raise TransientApiError(
+                f"{_describe_connection_error(exc)} on {opts.method} {_path_of(opts.url)}",
+                method=opts.method,
+                path=_path_of(opts.url),
+            ) from None
+        response = RESTResponse(raw)
+        response.data = raw.data.decode("utf-8", errors="replace")
+        self._observe(response.status, _retry_after(raw.headers), is_token_call)
+        if not 200 <= response.status <= 205:
+            raise ApiException(http_resp=response)
+        return response
+
+    def _observe(self, status: int, retry_after: float | None, is_token_call: bool) -> None:
+        if self.throttle is not None and not is_token_call:
+            self.throttle.on_response(status, retry_after)
+
+    def _send(self, opts: HttpRequestOptions) -> urllib3.BaseHTTPResponse:
+        headers = dict(opts.headers or {})
+        headers.setdefault("Content-Type", "application/json")
+        url = opts.url
+        if opts.method in ("GET", "HEAD", "DELETE"):
+            return self.pool.request(opts.method, url, fields=opts.query_params, headers=headers)
+        if opts.query_params:
+            url += "?" + urlencode(opts.query_params)
+        if headers["Content-Type"] == "application/x-www-form-urlencoded":
+            return self.pool.request(
+                opts.method, url, fields=opts.post_params, encode_multipart=False, headers=headers
+            )
+        body = None if opts.body is None else json.dumps(opts.body)
+        return self.pool.request(opts.method, url, body=body, headers=headers)
+
+
+def _path_of(url: str) -> str:
+    return urlsplit(url).path
+
+
+def _host_of(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+def _describe_connection_error(exc: Exception) -> str:
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return "timed out"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return "could not connect"
+    return "connection failed"
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def map_api_exception(exc: ApiException, method: str, path: str) -> ApiError:
+    """A Genesys error response as the project's exception, keeping code and contextId."""
+    status = int(exc.status or 0)
+    body = _error_body(exc.body)
+    code = _str_or_none(body.get("code"))
+    context_id = _str_or_none(body.get("contextId"))
+    message = _str_or_none(body.get("message")) or _str_or_none(exc.reason) or "no message"
+    text = f"{method} {path} answered {status}: {message}"
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "context_id": context_id,
+        "method": method,
+        "path": path,
+    }
+    if status == 429:
+        retry_after = _retry_after(exc.headers) or 1.0
+        return RateLimitedError(text, retry_after=retry_after, **kwargs)
+    if status >= 500 or status in (0, 408):
+        return TransientApiError(text, **kwargs)
+    err = RequestRejectedError(text, **kwargs)
+    err.message = message
+    return err
+
+
+def _error_body(raw: object) -> dict[str, Any]:
+    if not isinstance(raw, str | bytes) or not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    if "code" not in data and "error" in data:  # OAuth errors: {"error": ..., "description": ...}
+        data = {"code": data.get("error"), "message": data.get("description") or data["error"]}
+    return data
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def is_permission_error(err: ApiError) -> bool:
+    """A 403 that says the client lacks a permission (as opposed to one conversation's division)."""
+    return err.status == 403 and bool(err.code) and "permission" in (err.code or "")
+
+
+# -- retries --------------------------------------------------------------------------------
+
+
+class _AttemptBudget:
+    """Stop after `max_attempts` failures that were not 429s; 429s are waited out by the throttle
+    (bounded by `max_rate_limited`, so that a permanent storm still ends)."""
+
+    def __init__(self, max_attempts: int, max_rate_limited: int = 50) -> None:
+        self.max_attempts = max_attempts
+        self.max_rate_limited = max_rate_limited
+        self.failures = 0
+        self.rate_limited = 0
+
+    def __call__(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimitedError):
+            self.rate_limited += 1
+        else:
+            self.failures += 1
+        return self.failures >= self.max_attempts or self.rate_limited >= self.max_rate_limited
+
+
+class _Backoff:
+    def __init__(self, initial: float, maximum: float) -> None:
+        self._exp = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RateLimitedError):
+            return 0.0  # the throttle holds every worker until Retry-After has passed
+        return float(self._exp(state))
+
+
+# -- the client -----------------------------------------------------------------------------
+
+
+@dataclass
+class RetryNotice:
+    """What `on_retry` hears before a retry."""
+
+    method: str
+    path: str
+    attempt: int
+    wait_seconds: float
+    error: ApiError
+
+
+class GenesysClient:
+    """The Genesys Cloud calls the tool needs, over the SDK, with the retry policy above."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        *,
+        throttle: Throttle | None = None,
+        pool_size: int = 8,
+        max_attempts: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 8.0,
+        on_retry: Callable[[RetryNotice], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.throttle = throttle
+        self.max_attempts = max_attempts
+        self._backoff = (backoff_initial, backoff_max)
+        self._on_retry = on_retry
+        self.api_client = ApiClient(host=settings.host)
+        self.api_client.set_http_client(
+            Transport(timeout=settings.timeout, throttle=throttle, pool_size=pool_size)
+        )
+        self._conversations = ConversationsApi(self.api_client)
+        self._routing = RoutingApi(self.api_client)
+        self._analytics = AnalyticsApi(self.api_client)
+        self._auth_lock = threading.Lock()
+        self._token_generation = 0
+
+    def __repr__(self) -> str:
+        return f"GenesysClient(host={self.settings.host!r}, client_id={self.settings.client_id!r})"
+
+    # -- auth -------------------------------------------------------------------------------
+
+    def authenticate(self) -> None:
+        """Get a token; AuthError names the credential to check when it is refused."""
+        with self._auth_lock:
+            self._authenticate_locked()
+
+    def _authenticate_locked(self) -> None:
+        try:
+            self.api_client.get_client_credentials_token(
+                self.settings.client_id, self.settings.client_secret
+            )
+        except ApiException as exc:
+            err = map_api_exception(exc, "POST", "/oauth/token")
+            raise AuthError(_auth_failure_message(err, self.settings), status=err.status) from None
+        except TransientApiError as err:
+            raise AuthError(
+                f"could not get a token from {self.settings.host}: {err}", status=0
+            ) from None
+        except ApiError as err:
+            raise AuthError(f"could not get a token: {err}", status=err.status) from None
+        self._token_generation += 1
+
+    def _refresh_token(self, seen_generation: int) -> None:
+        with self._auth_lock:
+            if self._token_generation == seen_generation:
+                log.info("access token refused (401); getting a new one")
+                self._authenticate_locked()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def list_wrapup_codes(self) -> list[WrapupCode]:
+        """Every wrap-up code the client can see, all pages."""
+        codes: list[WrapupCode] = []
+        page = 1
+        while True:
+            result = self._call(
+                "GET",
+                "/api/v2/routing/wrapupcodes",
+                partial(self._routing.get_routing_wrapupcodes, page_size=100, page_number=page),
+            )
+            data = self.api_client.sanitize_for_serialization(result) or {}
+            codes.extend(code_from_json(entity) for entity in data.get("entities") or [])
+            page_count = int(data.get("pageCount") or 0)
+            if page >= page_count or not data.get("entities"):
+                return codes
+            page += 1
+
+    def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """GET /api/v2/conversations/{id}, as the API's camelCase JSON."""
+        result = self._call(
+            "GET",
+            f"/api/v2/conversations/{conversation_id}",
+            lambda: self._conversations.get_conversation(conversation_id),
+        )
+        return self.api_client.sanitize_for_serialization(result)  # type: ignore[no-any-return]
+
+    def get_conversation_details(self, conversation_ids: list[str]) -> list[dict[str, Any]]:
+        """The analytics multi-get: the conversations analytics knows, as camelCase JSON."""
+        result = self._call(
+            "GET",
+            "/api/v2/analytics/conversations/details",
+            lambda: self._analytics.get_analytics_conversations_details(id=conversation_ids),
+        )
+        data = self.api_client.sanitize_for_serialization(result) or {}
+        return list(data.get("conversations") or [])
+
+    def get_wrapup(
+        self, media: str, conversation_id: str, participant_id: str, communication_id: str
+    ) -> dict[str, Any] | None:
+        """The communication's assigned wrap-up, or None when it has none (404)."""
+        method = getattr(
+            self._conversations,
+            f"get_conversations_{MEDIA_METHODS[media]}_participant_communication_wrapup",
+        )
+        path = _wrapup_path(media, conversation_id, participant_id, communication_id)
+        try:
+            result = self._call(
+                "GET", path, lambda: method(conversation_id, participant_id, communication_id)
+            )
+        except RequestRejectedError as err:
+            if err.status == 404:
+                return None
+            raise
+        return self.api_client.sanitize_for_serialization(result)  # type: ignore[no-any-return]
+
+    def post_wrapup(
+        self,
+        media: str,
+        conversation_id: str,
+        participant_id: str,
+        communication_id: str,
+        *,
+        code_id: str,
+        notes: str | None = None,
+    ) -> None:
+        """Apply a wrap-up. After an attempt whose outcome is unknown, read before resending."""
+        method = getattr(
+            self._conversations,
+            f"post_conversations_{MEDIA_METHODS[media]}_participant_communication_wrapup",
+        )
+        body = WrapupInput()
+        body.code = code_id
+        if notes:
+            body.notes = notes
+        path = _wrapup_path(media, conversation_id, participant_id, communication_id)
+        uncertain = False
+
+        def attempt() -> None:
+            nonlocal uncertain
+            if uncertain:
+                current = self.get_wrapup(media, conversation_id, participant_id, communication_id)
+                if current is not None and current.get("code") == code_id:
+                    log.info("%s: the earlier attempt had landed; not resending", path)
+                    return
+            try:
+                method(conversation_id, participant_id, communication_id, body=body)
+            except RateLimitedError:
+                raise  # a 429 was not processed: resend after the wait
+            except (TransientApiError, ApiException) as exc:
+                if isinstance(exc, TransientApiError) or int(exc.status or 0) >= 500:
+                    uncertain = True
+                raise
+
+        self._call("POST", path, attempt)
+
+    # -- policy -----------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, fn: Callable[[], T]) -> T:
+        retrying = Retrying(
+            stop=_AttemptBudget(self.max_attempts),
+            wait=_Backoff(*self._backoff),
+            retry=retry_if_exception_type(TransientApiError),
+            reraise=True,
+            before_sleep=lambda state: self._notify_retry(method, path, state),
+        )
+        result: T = retrying(self._with_auth, method, path, fn)
+        return result
+
+    def _with_auth(self, method: str, path: str, fn: Callable[[], T]) -> T:
+        generation = self._token_generation
+        try:
+            return self._once(method, path, fn)
+        except RequestRejectedError as err:
+            if err.status != 401:
+                raise
+        self._refresh_token(generation)
+        try:
+            return self._once(method, path, fn)
+        except RequestRejectedError as err:
+            if err.status == 401:
+                raise AuthError(
+                    f"{method} {path} refused a fresh access token (401): {err.message}",
+                    status=401,
+                    code=err.code,
+                    context_id=err.context_id,
+                ) from None
+            raise
+
+    @staticmethod
+    def _once(method: str, path: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except ApiException as exc:
+            raise map_api_exception(exc, method, path) from None
+
+    def _notify_retry(self, method: str, path: str, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if not isinstance(exc, ApiError):
+            return
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.debug("retrying %s %s after %s (attempt %d)", method, path, exc, state.attempt_number)
+        if self._on_retry is not None:
+            self._on_retry(RetryNotice(method, path, state.attempt_number, wait, exc))
+
+
+def _wrapup_path(media: str, conversation_id: str, participant_id: str, comm_id: str) -> str:
+    return (
+        f"/api/v2/conversations/{media}/{conversation_id}/participants/{participant_id}"
+        f"/communications/{comm_id}/wrapup"
+    )
+
+
+def _auth_failure_message(err: ApiError, settings: ApiSettings) -> str:
+    host = settings.host
+    if err.status in (400, 401):
+        return (
+            f"the OAuth client {settings.client_id!r} was refused by {host} ({err.status}: "
+            f"{err.message}); check {ENV_CLIENT_ID} and {ENV_CLIENT_SECRET}, and that the "
+            "client's grant type is Client Credentials"
+        )
+    if err.status == 403:
+        return (
+            f"the OAuth client {settings.client_id!r} may not get a token from {host} (403: "
+            f"{err.message}); check that the client is active and has a role"
+        )
+    return f"could not get a token from {host}: {err}"

@@ -1,0 +1,586 @@
+"""The pipeline: ingest → resolve codes → look up → plan → apply → record.
+
+`run_batch` wires the stages together and never prints: it reports through a progress
+callback and returns a `RunResult`. Threads:
+
+- the caller's thread ingests the input, resolves codes, then feeds items to the workers, a
+  bounded number at a time, in input order;
+- `concurrency` workers look up, plan and apply one item each, sharing one throttle;
+- one recorder thread owns every ledger write during the work: it commits outcomes in batches
+  and, for an item about to be POSTed, commits its `in_flight` mark before the worker may send.
+
+After a crash an `in_flight` item is looked up again: a communication that already carries the
+requested code was written by the interrupted run, so it is recorded `applied`, not resent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from wrapup_batch.codes import CodeCatalog
+from wrapup_batch.errors import (
+    ApiError,
+    AuthError,
+    RequestRejectedError,
+    TransientApiError,
+)
+from wrapup_batch.genesys import GenesysClient, is_permission_error
+from wrapup_batch.ledger import DONE, ItemUpdate, Ledger, WorkItem
+from wrapup_batch.models import FINE, UNFINISHED, Status
+from wrapup_batch.planner import OnExisting, ParticipantMode, Plan, plan
+from wrapup_batch.planner import conversation_from_json as parse_conversation
+from wrapup_batch.sources import SourceSpec, describe_source, read_rows
+from wrapup_batch.throttle import Throttle, ThrottleStopped
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_NOT_FINE = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 3
+EXIT_STOPPED = 4
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    on_existing: OnExisting = "skip"
+    participant: ParticipantMode = "last-agent"
+    rate_limit: float = 300.0
+    concurrency: int = 4
+    max_runtime: float | None = None
+    request_timeout: float = 30.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Progress:
+    """What the progress callback hears. `phase`: ingest, resolve, apply, done."""
+
+    phase: str
+    done: int = 0
+    total: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[Progress], None]
+ClientFactory = Callable[[Throttle], GenesysClient]
+
+
+@dataclass
+class RunResult:
+    run_id: int
+    exit_code: int
+    counts: dict[str, int]
+    rows: int
+    message: str
+    summary: dict[str, Any]
+
+
+class RunAborted(Exception):
+    """The whole run must stop: credentials or a permission are missing."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def run_batch(
+    ledger: Ledger,
+    source: SourceSpec,
+    options: RunOptions,
+    client_factory: ClientFactory,
+    *,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> RunResult:
+    """Run one batch on a ledger the caller opened; the ledger lock is held throughout."""
+    ledger.acquire_lock()
+    try:
+        run = _Run(ledger, source, options, client_factory, progress, stop or threading.Event())
+        return run.execute()
+    finally:
+        ledger.release_lock()
+
+
+class _Run:
+    def __init__(
+        self,
+        ledger: Ledger,
+        source: SourceSpec,
+        options: RunOptions,
+        client_factory: ClientFactory,
+        progress: ProgressCallback | None,
+        stop: threading.Event,
+    ) -> None:
+        self.ledger = ledger
+        self.source = source
+        self.options = options
+        self.client_factory = client_factory
+        self.progress = progress or (lambda _p: None)
+        self.stop = stop
+        self.started = time.monotonic()
+        self.deadline = (
+            self.started + options.max_runtime if options.max_runtime is not None else None
+        )
+        self.done_statuses: tuple[str, ...] = DONE + (
+            (Status.SKIPPED.value,) if options.on_existing == "skip" else ()
+        )
+        self.run_id = 0
+        self.rows = 0
+        self.abort: ApiError | None = None
+        self.throttle = Throttle(options.rate_limit)
+        self.apply_started = 0.0
+        self.apply_finished = 0.0
+
+    # -- the stages -----------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        self.run_id = self.ledger.start_run(
+            source=describe_source(self.source),
+            options=self.options.as_dict(),
+            dry_run=self.options.dry_run,
+        )
+        try:
+            self._ingest()
+            client = self.client_factory(self.throttle)
+            catalog = self._prepare(client)
+            self._work(client, catalog)
+        except AuthError as err:
+            self.abort = err
+        except RunAborted as aborted:
+            self.abort = aborted.error
+        except BaseException:
+            self._finish(EXIT_USAGE, "stopped by an error")
+            raise
+        return self._conclude()
+
+    def _ingest(self) -> None:
+        self.progress(Progress("ingest"))
+        for chunk in read_rows(self.source):
+            self.ledger.ingest(self.run_id, chunk)
+            self.rows += len(chunk)
+            self.progress(Progress("ingest", done=self.rows))
+        self.ledger.mark_duplicates(self.run_id)
+
+    def _prepare(self, client: GenesysClient) -> CodeCatalog:
+        self.progress(Progress("resolve", total=self.rows))
+        client.authenticate()
+        try:
+            catalog = CodeCatalog(client.list_wrapup_codes())
+        except RequestRejectedError as err:
+            if err.status == 403:
+                raise AuthError(
+                    "the OAuth client may not read wrap-up codes (403: "
+                    f"{err.message}); give its role the permission routing:wrapupCode:view",
+                    status=403,
+                    code=err.code,
+                    context_id=err.context_id,
+                ) from None
+            raise RunAborted(err) from None
+        except TransientApiError as err:
+            raise RunAborted(err) from None
+        for requested in self.ledger.requested_codes(self.run_id, self.done_statuses):
+            resolution = catalog.resolve(requested)
+            self.ledger.apply_resolution(
+                self.run_id,
+                self.done_statuses,
+                requested,
+                code_id=resolution.code.id if resolution.code else None,
+                code_name=resolution.code.name if resolution.code else None,
+                status=resolution.status,
+                message=resolution.message,
+            )
+        self.ledger.mark_conflicts(self.run_id, self.done_statuses)
+        return catalog
+
+    def _work(self, client: GenesysClient, catalog: CodeCatalog) -> None:
+        total = self.ledger.count_work(self.run_id, self.done_statuses)
+        self.apply_started = time.monotonic()
+        recorder = _Recorder(self.ledger, self.run_id, total, self.progress, self.stop)
+        recorder.start()
+        worker = _Worker(client, catalog, self.options, recorder, self)
+        window = threading.BoundedSemaphore(self.options.concurrency * 2)
+        try:
+            with ThreadPoolExecutor(
+                max_workers=self.options.concurrency, thread_name_prefix="wrapup-worker"
+            ) as pool:
+                for item in self._items():
+                    if not self._acquire_slot(window):
+                        break
+                    future = pool.submit(worker.process, item)
+                    future.add_done_callback(lambda f: self._settle(f, window, recorder))
+        finally:
+            self.apply_finished = time.monotonic()
+            recorder.close()
+        if recorder.error is not None:
+            raise recorder.error
+
+    def _items(self) -> Iterable[WorkItem]:
+        for page in self.ledger.iter_work(self.run_id, self.done_statuses, batch=500):
+            yield from page
+            if self._should_stop():
+                return
+
+    def _acquire_slot(self, window: threading.BoundedSemaphore) -> bool:
+        while not window.acquire(timeout=0.2):
+            if self._should_stop():
+                return False
+        if self._should_stop():
+            window.release()
+            return False
+        return True
+
+    def _settle(
+        self, future: Future[None], window: threading.BoundedSemaphore, recorder: _Recorder
+    ) -> None:
+        window.release()
+        exc = future.exception()
+        if isinstance(exc, RunAborted | AuthError):
+            self.abort = exc.error if isinstance(exc, RunAborted) else exc
+            self.stop.set()
+        elif exc is not None:
+            log.error("a worker failed unexpectedly: %s", exc, exc_info=exc)
+            recorder.error = exc
+            self.stop.set()
+
+    def _should_stop(self) -> bool:
+        if self.stop.is_set():
+            return True
+        if self.deadline is not None and time.monotonic() >= self._last_start():
+            self.stop.set()
+            return True
+        return False
+
+    def _last_start(self) -> float:
+        """The last moment to start an item and still finish it before the deadline."""
+        assert self.deadline is not None
+        margin = min(self.options.request_timeout, (self.options.max_runtime or 0) * 0.1)
+        return self.deadline - margin
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _conclude(self) -> RunResult:
+        counts = self.ledger.status_counts(self.run_id)
+        unfinished = sum(n for status, n in counts.items() if status in UNFINISHED)
+        not_fine = sum(n for status, n in counts.items() if Status(status) not in FINE)
+        if self.abort is not None:
+            code, message = EXIT_ABORTED, f"aborted: {self.abort}"
+        elif unfinished:
+            code = EXIT_STOPPED
+            message = f"stopped early with {unfinished} row(s) still to do; run again to resume"
+        elif not_fine:
+            code, message = EXIT_NOT_FINE, f"finished; {not_fine} row(s) need attention"
+        elif self.rows == 0:
+            code, message = EXIT_OK, "the input has no rows"
+        else:
+            code, message = EXIT_OK, "finished; every row is fine"
+        return self._finish(code, message, counts)
+
+    def _finish(self, code: int, message: str, counts: dict[str, int] | None = None) -> RunResult:
+        counts = counts if counts is not None else self.ledger.status_counts(self.run_id)
+        summary = self._summary(counts, code, message)
+        self.ledger.finish_run(self.run_id, counts=counts, summary=summary, exit_code=code)
+        self.progress(Progress("done", done=self.rows, total=self.rows, counts=counts))
+        return RunResult(self.run_id, code, counts, self.rows, message, summary)
+
+    def _summary(self, counts: dict[str, int], code: int, message: str) -> dict[str, Any]:
+        stats = self.throttle.stats()
+        apply_seconds = max(0.0, (self.apply_finished or time.monotonic()) - self.apply_started)
+        applied_rate = (
+            round(counts.get(Status.APPLIED.value, 0) * 60.0 / apply_seconds, 1)
+            if self.apply_started and apply_seconds > 0
+            else 0.0
+        )
+        return {
+            "run_id": self.run_id,
+            "exit_code": code,
+            "message": message,
+            "dry_run": self.options.dry_run,
+            "rows": self.rows,
+            "counts": counts,
+            "requests": stats.requests,
+            "throttled_429": stats.throttled,
+            "retry_after_wait_seconds": stats.retry_after_wait_seconds,
+            "rate_limit_per_minute": stats.limit_per_minute,
+            "requests_per_minute": stats.requests_per_minute,
+            "applied_per_minute": applied_rate,
+            "elapsed_seconds": round(time.monotonic() - self.started, 3),
+            "aborted": str(self.abort) if self.abort else None,
+        }
+
+
+# -- one item -----------------------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(
+        self,
+        client: GenesysClient,
+        catalog: CodeCatalog,
+        options: RunOptions,
+        recorder: _Recorder,
+        run: _Run,
+    ) -> None:
+        self.client = client
+        self.catalog = catalog
+        self.options = options
+        self.recorder = recorder
+        self.run = run
+
+    def process(self, item: WorkItem) -> None:
+        if self.run.stop.is_set():
+            return
+        try:
+            update = self._process(item)
+        except ThrottleStopped:
+            return
+        if update is not None:
+            self.recorder.submit(update)
+
+    def _process(self, item: WorkItem) -> ItemUpdate | None:
+        try:
+            data = self.client.get_conversation(item.conversation_id)
+        except ApiError as err:
+            return self._failure(item, err, looking_up=True)
+        the_plan = plan(
+            parse_conversation(data),
+            code_id=item.code_id,
+            agent_id=item.agent_id,
+            participant=self.options.participant,
+            on_existing=self.options.on_existing,
+            name_of=self.catalog.name_of,
+        )
+        if the_plan.status is not None:
+            return self._decided(item, the_plan)
+        if self.options.dry_run:
+            names = self.catalog.name_of(item.code_id)
+            count = len(the_plan.to_apply)
+            return self._update(
+                item,
+                the_plan,
+                Status.WOULD_APPLY,
+                f"would apply {names!r} to {count} communication(s)",
+            )
+        if not self.recorder.mark_in_flight(self._update(item, the_plan, Status.IN_FLIGHT, "")):
+            return None
+        for target in the_plan.to_apply:
+            try:
+                self.client.post_wrapup(
+                    target.media,
+                    item.conversation_id,
+                    target.participant_id,
+                    target.communication_id,
+                    code_id=item.code_id,
+                    notes=item.notes,
+                )
+            except ApiError as err:
+                return self._failure(item, err, looking_up=False, the_plan=the_plan)
+        return self._update(item, the_plan, Status.APPLIED, "", http_status=202)
+
+    def _decided(self, item: WorkItem, the_plan: Plan) -> ItemUpdate:
+        assert the_plan.status is not None
+        status, message = the_plan.status, the_plan.message
+        if item.status == Status.IN_FLIGHT.value and status == Status.UNCHANGED:
+            status = Status.APPLIED
+            message = "confirmed by reading it back after an interrupted run"
+        return self._update(item, the_plan, status, message)
+
+    def _update(
+        self,
+        item: WorkItem,
+        the_plan: Plan,
+        status: Status,
+        message: str,
+        *,
+        http_status: int | None = None,
+    ) -> ItemUpdate:
+        targets = the_plan.targets
+        recovering = item.status == Status.IN_FLIGHT.value and item.previous_code is not None
+        previous = item.previous_code if recovering else _join(t.previous_code for t in targets)
+        previous_names = (
+            item.previous_code_name
+            if recovering
+            else _join(self.catalog.name_of(t.previous_code) for t in targets)
+        )
+        return ItemUpdate(
+            item_id=item.item_id,
+            status=status.value,
+            message=message,
+            participant_id=_join(t.participant_id for t in targets),
+            communication_id=_join(t.communication_id for t in targets),
+            media=_join(t.media for t in targets),
+            previous_code=previous,
+            previous_code_name=previous_names,
+            http_status=http_status,
+            attempts=1 if status in (Status.APPLIED, Status.IN_FLIGHT) else 0,
+        )
+
+    def _failure(
+        self,
+        item: WorkItem,
+        err: ApiError,
+        *,
+        looking_up: bool,
+        the_plan: Plan | None = None,
+    ) -> ItemUpdate:
+        if isinstance(err, AuthError) or is_permission_error(err):
+            raise RunAborted(_permission_hint(err, looking_up))
+        status = _status_for(err, looking_up)
+        if the_plan is not None:
+            base = self._update(item, the_plan, status, err.message)
+            fields = asdict(base)
+        else:
+            fields = {"item_id": item.item_id, "status": status.value}
+            fields["previous_code"] = item.previous_code
+            fields["previous_code_name"] = item.previous_code_name
+        fields.update(
+            status=status.value,
+            message=err.message if isinstance(err, RequestRejectedError) else str(err),
+            http_status=err.status or None,
+            error_code=err.code,
+            context_id=err.context_id,
+        )
+        return ItemUpdate(**fields)
+
+
+def _status_for(err: ApiError, looking_up: bool) -> Status:
+    if isinstance(err, TransientApiError):
+        return Status.FAILED
+    if err.status == 404:
+        return Status.NOT_FOUND
+    if err.status == 403:
+        return Status.FORBIDDEN
+    return Status.REJECTED
+
+
+def _permission_hint(err: ApiError, looking_up: bool) -> ApiError:
+    if isinstance(err, AuthError):
+        return err
+    needed = "conversation:communication:view" if looking_up else "conversation:participant:wrapup"
+    return AuthError(
+        f"{err}; give the OAuth client's role the permission {needed}",
+        status=err.status,
+        code=err.code,
+        context_id=err.context_id,
+    )
+
+
+def _join(values: Iterable[str | None]) -> str:
+    return ";".join(value or "" for value in values)
+
+
+# -- the single ledger writer -------------------------------------------------------------------
+
+
+class _Ack:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.ok = False
+
+
+class _Recorder(threading.Thread):
+    """Owns the ledger during the work: commits outcomes in batches, in_flight marks first."""
+
+    BATCH = 500
+    HEARTBEAT_SECONDS = 30.0
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        run_id: int,
+        total: int,
+        progress: ProgressCallback,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name="wrapup-recorder", daemon=True)
+        self.stop = stop
+        self.ledger = ledger
+        self.run_id = run_id
+        self.total = total
+        self.progress = progress
+        self.queue: queue.Queue[tuple[ItemUpdate, _Ack | None] | None] = queue.Queue()
+        self.counts: Counter[str] = Counter()
+        self.done = 0
+        self.error: BaseException | None = None
+        self._last_beat = time.monotonic()
+
+    def submit(self, update: ItemUpdate) -> None:
+        self.queue.put((update, None))
+
+    def mark_in_flight(self, update: ItemUpdate) -> bool:
+        """Commit the in_flight mark; True once it is durable and the POST may go."""
+        ack = _Ack()
+        self.queue.put((update, ack))
+        while not ack.event.wait(timeout=1.0):
+            if not self.is_alive():
+                return False
+        return ack.ok
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.join()
+
+    def run(self) -> None:
+        self.progress(Progress("apply", total=self.total))
+        closing = False
+        while not closing:
+            batch, closing = self._take()
+            if batch:
+                self._write(batch)
+            if time.monotonic() - self._last_beat > self.HEARTBEAT_SECONDS:
+                self._last_beat = time.monotonic()
+                self._safely(self.ledger.heartbeat)
+
+    def _take(self) -> tuple[list[tuple[ItemUpdate, _Ack | None]], bool]:
+        try:
+            first = self.queue.get(timeout=1.0)
+        except queue.Empty:
+            return [], False
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self.BATCH:
+            try:
+                entry = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if entry is None:
+                return batch, True
+            batch.append(entry)
+        return batch, False
+
+    def _write(self, batch: list[tuple[ItemUpdate, _Ack | None]]) -> None:
+        ok = self._safely(lambda: self.ledger.record(self.run_id, [u for u, _ in batch]))
+        for update, ack in batch:
+            if ack is not None:
+                ack.ok = ok
+                ack.event.set()
+            elif ok:
+                self.done += 1
+                self.counts[update.status] += 1
+        if ok:
+            self.progress(
+                Progress("apply", done=self.done, total=self.total, counts=dict(self.counts))
+            )
+
+    def _safely(self, action: Callable[[], None]) -> bool:
+        if self.error is not None:
+            return False
+        try:
+            action()
+        except Exception as exc:  # the run stops; nothing else is sent
+            self.error = exc
+            self.stop.set()
+            return False
+        return True
