@@ -470,7 +470,10 @@ def demo(output: str) -> None:
     steps = (
         ("1. dry run: what would change", {"dry_run": True, "results": "dry-run.csv"}),
         ("2. the run", {"results": "run.csv"}),
-        ("3. the rerun: nothing left to do", {"results": "rerun.csv"}),
+        (
+            "3. the rerun: no POSTs; only rows not fine are looked up again",
+            {"results": "rerun.csv"},
+        ),
     )
     # One emulator for every step, so that the rerun sees what the run wrote.
     with _errors_reported(None), _sandbox_settings(30.0) as settings:

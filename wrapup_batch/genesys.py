@@ -376,6 +376,8 @@ class GenesysClient:
         self._analytics = AnalyticsApi(self.api_client)
         self._auth_lock = threading.Lock()
         self._token_generation = 0
+        self._count_lock = threading.Lock()
+        self.writes_sent = 0  # wrap-up POSTs put on the wire, retries included
 
     def __repr__(self) -> str:
         return f"GenesysClient(host={self.settings.host!r}, client_id={self.settings.client_id!r})"
@@ -495,6 +497,8 @@ class GenesysClient:
                 if current is not None and current.get("code") == code_id:
                     log.info("%s: the earlier attempt had landed; not resending", path)
                     return
+            with self._count_lock:
+                self.writes_sent += 1
             try:
                 method(conversation_id, participant_id, communication_id, body=body)
             except RateLimitedError:

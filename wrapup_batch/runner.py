@@ -142,6 +142,7 @@ class _Run:
         self.throttle = Throttle(options.rate_limit)
         self.apply_started = 0.0
         self.apply_finished = 0.0
+        self.client: GenesysClient | None = None
 
     # -- the stages -----------------------------------------------------------------------
 
@@ -154,6 +155,7 @@ class _Run:
         try:
             self._ingest()
             client = self.client_factory(self.throttle)
+            self.client = client
             catalog = self._prepare(client)
             self._work(client, catalog)
         except AuthError as err:
@@ -310,6 +312,7 @@ class _Run:
             "rows": self.rows,
             "counts": counts,
             "requests": stats.requests,
+            "wrapup_posts": self.client.writes_sent if self.client else 0,
             "throttled_429": stats.throttled,
             "retry_after_wait_seconds": stats.retry_after_wait_seconds,
             "rate_limit_per_minute": stats.limit_per_minute,
