@@ -28,5 +28,11 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
+# Benchmarks write their figures to stdout and benchmarks/out/; RESULTS.md records them.
+bench: $(STAMP)
+	mkdir -p benchmarks/out
+	$(BIN)/python benchmarks/bench_emulator.py --duration 10 --json benchmarks/out/emulator.json
+	$(BIN)/python benchmarks/bench_run.py --rows 600 --limit 1200 --latency-ms 40 --json benchmarks/out/run_1200.json
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
