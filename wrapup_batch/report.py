@@ -97,8 +97,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             lines.append(f"  {title}: " + ", ".join(parts))
     lines.append(
         f"  rows {summary['rows']}, requests {summary['requests']} "
-        f"(wrap-up POSTs {summary['wrapup_posts']}) "
-        f"({summary['requests_per_minute']}/min of {summary['rate_limit_per_minute']:g} allowed), "
+        f"({summary['wrapup_posts']} wrap-up POSTs), "
+        f"{summary['requests_per_minute']:g}/min of {summary['rate_limit_per_minute']:g} allowed, "
         f"429s {summary['throttled_429']} "
         f"(waited {summary['retry_after_wait_seconds']:g} s), "
         f"time {summary['elapsed_seconds']:.1f} s"
