@@ -740,11 +740,6 @@ def test_a_429_storm_in_the_middle_of_the_run_is_waited_out(
     assert data["elapsed_seconds"] >= 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner bug: --max-runtime is not enforced on workers waiting in the throttle; a "
-    "Retry-After pause (or a storm) longer than the time left keeps the run going past it",
-)
 def test_max_runtime_is_honoured_during_a_long_retry_after_pause(
     emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1211,3 +1206,43 @@ def test_python_dash_m_runs_and_returns_the_exit_code(
     ordered, header = read_results(tmp_path / "out.csv")
     run = Run(completed.returncode, completed.stdout, completed.stderr, ordered, header)
     check_sample(run, emulator, tmp_path / "ledger.db")
+
+
+# ---------------------------------------------------------------------------------------------
+# --lookup analytics: many conversations per request, falling back to one GET each
+
+
+ANALYTICS = "GET /api/v2/analytics/conversations/details"
+
+
+def test_analytics_lookup_reaches_the_same_statuses_with_one_read_for_all(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    run = invoke(emulator, tmp_path, RECLASSIFY, "--lookup", "analytics")
+
+    check_sample(run, emulator, tmp_path / "ledger.db")
+    stats = emulator.stats(detail=True)
+    assert route_total(stats, ANALYTICS) == 1
+    check_each_posted_once(emulator, SAMPLE_APPLIED)
+    # Analytics shows no end for the active conversation (c09), and knows nothing of the
+    # unknown (c99) nor of the hidden division (c11): only those are read one by one.
+    assert route_total(stats, GET_CONVERSATION) == 3
+
+
+def test_analytics_lookup_falls_back_when_analytics_does_not_know_a_conversation(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    emulator.config.analytics_hidden = {conv(1), conv(3)}
+    source = write_csv(
+        tmp_path / "in.csv",
+        ["conversation_id", "wrapup_code"],
+        [[conv(1), "Sales"], [conv(3), "Sales"], [conv(4), "Sales"], [conv(5), "Sales"]],
+    )
+
+    run = invoke(emulator, tmp_path, source, "--lookup", "analytics", "--lookup-batch", "2")
+
+    assert run.exit_code == 0, run.stderr
+    assert set(run.statuses().values()) == {"applied"}
+    stats = emulator.stats(detail=True)
+    assert route_total(stats, ANALYTICS) == 2
+    assert route_total(stats, GET_CONVERSATION) == 2

@@ -290,6 +290,21 @@ def _run_options(fn: F) -> F:
             show_default=True,
             help="Seconds before one HTTP request is abandoned and retried.",
         ),
+        click.option(
+            "--lookup",
+            type=click.Choice(["conversations", "analytics"]),
+            default="conversations",
+            show_default=True,
+            help="Read conversations one GET each, or many per analytics request "
+            "(check your org with `wrapup-batch check --lookup-compare` first).",
+        ),
+        click.option(
+            "--lookup-batch",
+            type=click.IntRange(1, 100),
+            default=100,
+            show_default=True,
+            help="Conversations per analytics request.",
+        ),
         click.option("--sandbox", is_flag=True, help="Run against the built-in emulator."),
         click.option("--log-file", type=click.Path(), help="Write a detailed log here."),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
@@ -364,6 +379,8 @@ def _execute(
         concurrency=params["concurrency"],
         max_runtime=_parse_duration(params["max_runtime"]),
         request_timeout=params["request_timeout"],
+        lookup=params["lookup"],
+        lookup_batch=params["lookup_batch"],
     )
     tty = sys.stderr.isatty() if interactive is None else interactive
     reporter = _ProgressReporter(enabled=not params["quiet"], interactive=tty)
@@ -463,6 +480,8 @@ def demo(output: str) -> None:
         "encoding": None,
         "sheet": None,
         "request_timeout": 30.0,
+        "lookup": "conversations",
+        "lookup_batch": 100,
         "sandbox": True,
         "quiet": True,
         "log_file": None,

@@ -325,7 +325,7 @@ class _AttemptBudget:
 
 class _Backoff:
     def __init__(self, initial: float, maximum: float) -> None:
-        self._exp = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+        self._exp = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
 
     def __call__(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

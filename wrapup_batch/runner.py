@@ -20,10 +20,10 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from wrapup_batch.codes import CodeCatalog
 from wrapup_batch.errors import (
@@ -35,7 +35,8 @@ from wrapup_batch.errors import (
 from wrapup_batch.genesys import GenesysClient, is_permission_error
 from wrapup_batch.ledger import DONE, ItemUpdate, Ledger, WorkItem
 from wrapup_batch.models import FINE, UNFINISHED, Status
-from wrapup_batch.planner import OnExisting, ParticipantMode, Plan, plan
+from wrapup_batch.planner import ConversationView, OnExisting, ParticipantMode, Plan, plan
+from wrapup_batch.planner import conversation_from_analytics as parse_analytics
 from wrapup_batch.planner import conversation_from_json as parse_conversation
 from wrapup_batch.sources import SourceSpec, describe_source, read_rows
 from wrapup_batch.throttle import Throttle, ThrottleStopped
@@ -58,6 +59,8 @@ class RunOptions:
     concurrency: int = 4
     max_runtime: float | None = None
     request_timeout: float = 30.0
+    lookup: LookupMode = "conversations"
+    lookup_batch: int = 100
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +77,10 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+LookupMode = Literal["conversations", "analytics"]
+#: After a stop signal, how long requests waiting on the throttle may go on before they are
+#: abandoned (their items stay pending or in_flight and the next run settles them).
+STOP_GRACE_SECONDS = 10.0
 ClientFactory = Callable[[Throttle], GenesysClient]
 
 
@@ -154,10 +161,12 @@ class _Run:
         )
         try:
             self._ingest()
-            client = self.client_factory(self.throttle)
-            self.client = client
-            catalog = self._prepare(client)
-            self._work(client, catalog)
+            requested = self.ledger.requested_codes(self.run_id, self.done_statuses)
+            if requested:  # otherwise every row is decided already: no request at all
+                client = self.client_factory(self.throttle)
+                self.client = client
+                catalog = self._prepare(client, requested)
+                self._work(client, catalog)
         except AuthError as err:
             self.abort = err
         except RunAborted as aborted:
@@ -175,7 +184,7 @@ class _Run:
             self.progress(Progress("ingest", done=self.rows))
         self.ledger.mark_duplicates(self.run_id)
 
-    def _prepare(self, client: GenesysClient) -> CodeCatalog:
+    def _prepare(self, client: GenesysClient, requested: list[str]) -> CodeCatalog:
         self.progress(Progress("resolve", total=self.rows))
         client.authenticate()
         try:
@@ -192,12 +201,12 @@ class _Run:
             raise RunAborted(err) from None
         except TransientApiError as err:
             raise RunAborted(err) from None
-        for requested in self.ledger.requested_codes(self.run_id, self.done_statuses):
-            resolution = catalog.resolve(requested)
+        for value in requested:
+            resolution = catalog.resolve(value)
             self.ledger.apply_resolution(
                 self.run_id,
                 self.done_statuses,
-                requested,
+                value,
                 code_id=resolution.code.id if resolution.code else None,
                 code_name=resolution.code.name if resolution.code else None,
                 status=resolution.status,
@@ -211,28 +220,98 @@ class _Run:
         self.apply_started = time.monotonic()
         recorder = _Recorder(self.ledger, self.run_id, total, self.progress, self.stop)
         recorder.start()
+        finished = threading.Event()
+        watchdog = threading.Thread(
+            target=self._watch, args=(finished,), name="wrapup-watchdog", daemon=True
+        )
+        watchdog.start()
         worker = _Worker(client, catalog, self.options, recorder, self)
         window = threading.BoundedSemaphore(self.options.concurrency * 2)
         try:
             with ThreadPoolExecutor(
                 max_workers=self.options.concurrency, thread_name_prefix="wrapup-worker"
             ) as pool:
-                for item in self._items():
+                for item, view in self._lookups(client):
                     if not self._acquire_slot(window):
                         break
-                    future = pool.submit(worker.process, item)
+                    future = pool.submit(worker.process, item, view)
                     future.add_done_callback(lambda f: self._settle(f, window, recorder))
         finally:
+            finished.set()
             self.apply_finished = time.monotonic()
             recorder.close()
         if recorder.error is not None:
             raise recorder.error
 
-    def _items(self) -> Iterable[WorkItem]:
+    def _items(self) -> Iterator[WorkItem]:
         for page in self.ledger.iter_work(self.run_id, self.done_statuses, batch=500):
             yield from page
             if self._should_stop():
                 return
+
+    def _lookups(self, client: GenesysClient) -> Iterator[tuple[WorkItem, ConversationView | None]]:
+        """Items with their conversation when the analytics multi-get already read it.
+
+        `--lookup analytics` reads `lookup_batch` conversations per request. It is UNCONFIRMED
+        that analytics and the Conversations API agree (`check --lookup-compare` verifies it on
+        an org), and analytics data lags: so an item falls back to its own GET when analytics
+        does not know the conversation, does not show it ended, or the item was in flight
+        (whether its POST landed must be read from the Conversations API).
+        """
+        if self.options.lookup != "analytics":
+            for item in self._items():
+                yield item, None
+            return
+        for batch in _chunks(self._items(), self.options.lookup_batch):
+            wanted = sorted(
+                {i.conversation_id for i in batch if i.status != Status.IN_FLIGHT.value}
+            )
+            found = self._analytics(client, wanted) if wanted else {}
+            for item in batch:
+                view = found.get(item.conversation_id)
+                usable = view is not None and view.ended and item.status != Status.IN_FLIGHT.value
+                yield item, view if usable else None
+
+    def _analytics(self, client: GenesysClient, ids: list[str]) -> dict[str, ConversationView]:
+        try:
+            conversations = client.get_conversation_details(ids)
+        except TransientApiError as err:
+            log.warning("analytics lookup failed (%s); reading these conversations one by one", err)
+            return {}
+        except RequestRejectedError as err:
+            if err.status == 403:
+                raise RunAborted(
+                    AuthError(
+                        f"{err}; give the OAuth client's role the permission "
+                        "analytics:conversationDetail:view, or use --lookup conversations",
+                        status=403,
+                        code=err.code,
+                        context_id=err.context_id,
+                    )
+                ) from None
+            log.warning("analytics lookup refused (%s); reading one by one", err)
+            return {}
+        views = (parse_analytics(c) for c in conversations)
+        return {view.id: view for view in views if view.id}
+
+    def _watch(self, finished: threading.Event) -> None:
+        """Stop taking items at the last start time (or on a signal); abandon waits after that.
+
+        Requests still waiting on the throttle when the deadline (or a grace period after a
+        signal) comes are abandoned: their items stay pending or in_flight for the next run.
+        """
+        while not finished.wait(0.05):
+            if self._should_stop():
+                break
+        else:
+            return
+        give_up = (
+            self.deadline - 1.0
+            if self.deadline is not None and time.monotonic() < self.deadline
+            else time.monotonic() + STOP_GRACE_SECONDS
+        )
+        if not finished.wait(max(0.0, give_up - time.monotonic())):
+            self.throttle.stop()
 
     def _acquire_slot(self, window: threading.BoundedSemaphore) -> bool:
         while not window.acquire(timeout=0.2):
@@ -341,23 +420,24 @@ class _Worker:
         self.recorder = recorder
         self.run = run
 
-    def process(self, item: WorkItem) -> None:
+    def process(self, item: WorkItem, view: ConversationView | None) -> None:
         if self.run.stop.is_set():
             return
         try:
-            update = self._process(item)
+            update = self._process(item, view)
         except ThrottleStopped:
             return
         if update is not None:
             self.recorder.submit(update)
 
-    def _process(self, item: WorkItem) -> ItemUpdate | None:
-        try:
-            data = self.client.get_conversation(item.conversation_id)
-        except ApiError as err:
-            return self._failure(item, err, looking_up=True)
+    def _process(self, item: WorkItem, view: ConversationView | None) -> ItemUpdate | None:
+        if view is None:
+            try:
+                view = parse_conversation(self.client.get_conversation(item.conversation_id))
+            except ApiError as err:
+                return self._failure(item, err, looking_up=True)
         the_plan = plan(
-            parse_conversation(data),
+            view,
             code_id=item.code_id,
             agent_id=item.agent_id,
             participant=self.options.participant,
@@ -375,6 +455,8 @@ class _Worker:
                 Status.WOULD_APPLY,
                 f"would apply {names!r} to {count} communication(s)",
             )
+        if self.run.stop.is_set():
+            return None  # stopping: nothing was written, the item stays as it was
         if not self.recorder.mark_in_flight(self._update(item, the_plan, Status.IN_FLIGHT, "")):
             return None
         for target in the_plan.to_apply:
@@ -477,6 +559,17 @@ def _permission_hint(err: ApiError, looking_up: bool) -> ApiError:
         code=err.code,
         context_id=err.context_id,
     )
+
+
+def _chunks(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
+    batch: list[WorkItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _join(values: Iterable[str | None]) -> str:
