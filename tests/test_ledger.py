@@ -195,3 +195,26 @@ def test_a_ledger_from_a_newer_version_is_refused(tmp_path: Path) -> None:
 def test_a_missing_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="does not exist"):
         Ledger.open(str(tmp_path / "nowhere" / "l.db"))
+
+
+def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    ledger = Ledger.open(str(path))
+    run_id = _start(ledger)
+    ledger.ingest(run_id, [InputRow(1, A, "Sales")])
+    ledger.close()
+    with sqlite3.connect(path) as conn:  # make it look like a schema-1 ledger
+        conn.execute("ALTER TABLE items DROP COLUMN communication_target")
+        conn.execute("ALTER TABLE items DROP COLUMN expected_code")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+
+    migrated = Ledger.open(str(path))
+
+    with sqlite3.connect(path) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert {"communication_target", "expected_code"} <= columns
+    assert version == ("2",)
+    [[work]] = list(migrated.iter_work(run_id, DONE))
+    assert (work.conversation_id, work.communication_id) == (A, None)
+    migrated.close()

@@ -56,7 +56,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 from wrapup_batch.errors import LedgerBusyError, LedgerError
 from wrapup_batch.models import InputRow, Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_LEDGER = "wrapup-ledger.db"
 STALE_LOCK_SECONDS = 300
 
@@ -95,6 +95,9 @@ items = Table(
     Column("requested_code", Text, nullable=False),
     Column("agent_id", String, nullable=False, default=""),
     Column("notes", Text, nullable=False, default=""),
+    # schema 2: a revert targets one communication, and only while it has the expected code
+    Column("communication_target", String, nullable=False, server_default=""),
+    Column("expected_code", String, nullable=False, server_default=""),
     Column("code_id", String),
     Column("code_name", Text),
     Column("status", String, nullable=False, default=Status.PENDING.value),
@@ -153,7 +156,14 @@ def now_iso() -> str:
 
 
 def item_key(row: InputRow) -> str:
-    parts = (row.conversation_id, row.wrapup_code, row.agent_id or "", row.notes or "")
+    parts: tuple[str, ...] = (
+        row.conversation_id,
+        row.wrapup_code,
+        row.agent_id or "",
+        row.notes or "",
+    )
+    if row.communication_id or row.expected_code:
+        parts += (row.communication_id or "", row.expected_code or "")
     return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=16).hexdigest()
 
 
@@ -169,6 +179,18 @@ class WorkItem:
     status: str
     previous_code: str | None
     previous_code_name: str | None
+    communication_id: str | None = None
+    expected_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedItem:
+    """What a run applied to one conversation: per communication, the code it replaced."""
+
+    conversation_id: str
+    code_id: str
+    communication_ids: tuple[str, ...]
+    previous_codes: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +316,8 @@ class Ledger:
                     select(meta_table.c.value).where(meta_table.c.key == "schema_version")
                 ).scalar()
                 found = int(version or 0)
+                if found < SCHEMA_VERSION:
+                    _migrate(conn, found)
                 if found > SCHEMA_VERSION:
                     raise LedgerError(
                         f"{self.display} was written by a newer wrapup-batch (ledger schema "
@@ -427,7 +451,8 @@ class Ledger:
         row_values: list[dict[str, Any]] = []
         for row in chunk:
             if row.problem is not None:
-                row_values.append(_row_value(run_id, row, None, Status.INVALID, row.problem))
+                status = row.status or Status.INVALID
+                row_values.append(_row_value(run_id, row, None, status, row.problem))
                 continue
             key = item_key(row)
             row_values.append(_row_value(run_id, row, key, None, None))
@@ -438,6 +463,8 @@ class Ledger:
                     "requested_code": row.wrapup_code,
                     "agent_id": row.agent_id or "",
                     "notes": row.notes or "",
+                    "communication_target": row.communication_id or "",
+                    "expected_code": row.expected_code or "",
                     "status": Status.PENDING.value,
                     "message": "",
                     "attempts": 0,
@@ -553,8 +580,9 @@ class Ledger:
             WHERE rr.run_id = :run_id AND rr.status IS NULL
             GROUP BY i.conversation_id
             HAVING COUNT(*) > 1 AND (
-                SUM(CASE WHEN i.agent_id = '' THEN 1 ELSE 0 END) > 0
-                OR COUNT(DISTINCT i.agent_id) < COUNT(*))
+                SUM(CASE WHEN i.communication_target = '' AND i.agent_id = ''
+                    THEN 1 ELSE 0 END) > 0
+                OR COUNT(DISTINCT i.communication_target || '/' || i.agent_id) < COUNT(*))
             """
         )
         with self._begin() as conn:
@@ -594,6 +622,8 @@ class Ledger:
                 items.c.status,
                 items.c.previous_code,
                 items.c.previous_code_name,
+                items.c.communication_target,
+                items.c.expected_code,
             )
             .select_from(run_rows.join(items, items.c.item_key == run_rows.c.item_key))
             .where(run_rows.c.run_id == run_id)
@@ -632,6 +662,8 @@ class Ledger:
                     status=r[7],
                     previous_code=r[8],
                     previous_code_name=r[9],
+                    communication_id=r[10] or None,
+                    expected_code=r[11] or None,
                 )
                 for r in rows
             ]
@@ -680,6 +712,40 @@ class Ledger:
         ]
         with self._begin() as conn:
             conn.execute(statement, values)
+
+    def iter_applied(self, run_id: int, *, batch: int = 1000) -> Iterator[list[AppliedItem]]:
+        """The items this run applied (it was the last to write them), in input order."""
+        base = (
+            select(
+                run_rows.c.row,
+                items.c.conversation_id,
+                items.c.code_id,
+                items.c.communication_id,
+                items.c.previous_code,
+            )
+            .select_from(run_rows.join(items, items.c.item_key == run_rows.c.item_key))
+            .where(run_rows.c.run_id == run_id)
+            .where(run_rows.c.status.is_(None))
+            .where(items.c.status == Status.APPLIED.value)
+            .where(items.c.last_run_id == run_id)
+        )
+        after = 0
+        while True:
+            query = base.where(run_rows.c.row > after).order_by(run_rows.c.row).limit(batch)
+            with self.engine.connect() as conn:
+                rows: list[Any] = list(conn.execute(query).all())
+            if not rows:
+                return
+            yield [
+                AppliedItem(
+                    conversation_id=r[1],
+                    code_id=r[2] or "",
+                    communication_ids=tuple((r[3] or "").split(";")),
+                    previous_codes=tuple((r[4] or "").split(";")),
+                )
+                for r in rows
+            ]
+            after = rows[-1][0]
 
     # -- results ----------------------------------------------------------------------------------
 
@@ -758,6 +824,27 @@ class _Transaction:
             return bool(self._ctx.__exit__(*exc_info))
         except DBAPIError as exc:
             raise LedgerError(_db_failure(self._ledger.display, exc)) from None
+
+
+#: Schema migrations: version -> the statements that bring a ledger from it to the next one.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE items ADD COLUMN communication_target VARCHAR NOT NULL DEFAULT ''",
+        "ALTER TABLE items ADD COLUMN expected_code VARCHAR NOT NULL DEFAULT ''",
+    ),
+}
+
+
+def _migrate(conn: Any, found: int) -> None:
+    """Bring an older ledger forward, one version at a time, in the caller's transaction."""
+    for version in range(found, SCHEMA_VERSION):
+        for statement in _MIGRATIONS[version]:
+            conn.execute(text(statement))
+    conn.execute(
+        update(meta_table)
+        .where(meta_table.c.key == "schema_version")
+        .values(value=str(SCHEMA_VERSION))
+    )
 
 
 def _row_value(

@@ -26,6 +26,7 @@ class Status(StrEnum):
     FORBIDDEN = "forbidden"
     REJECTED = "rejected"
     FAILED = "failed"
+    NOT_REVERTIBLE = "not_revertible"  # revert: there was no previous code to put back
     # not finished
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
@@ -54,3 +55,8 @@ class InputRow:
     notes: str | None = None
     agent_id: str | None = None
     problem: str | None = None
+    #: The row-level status when `problem` is set (default `invalid`).
+    status: Status | None = None
+    #: Target exactly this communication (revert), and only while it still has `expected_code`.
+    communication_id: str | None = None
+    expected_code: str | None = None

@@ -26,7 +26,7 @@ placeholder from `PLACEHOLDER_CODES` (after-call work timed out) -> `apply`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -348,10 +348,15 @@ def plan(
     participant: ParticipantMode = "last-agent",
     on_existing: OnExisting = "skip",
     name_of: Callable[[str], str] | None = None,
+    communication_id: str | None = None,
+    expected_code: str | None = None,
 ) -> Plan:
     """Pick the communication(s) to wrap up with `code_id` and decide what to do with each.
 
     `name_of` (e.g. `CodeCatalog.name_of`) lets messages name codes, not only give their ids.
+    `communication_id` targets exactly that agent communication (a revert does), and
+    `expected_code` replaces its code only while it still has that one: a code changed since
+    by someone else is left alone (`skipped`).
     """
     if participant not in ("last-agent", "all-agents"):
         raise ValueError(f"participant must be last-agent or all-agents, not {participant!r}")
@@ -367,11 +372,46 @@ def plan(
             return Plan(Status.NO_AGENT, _absent_user_message(agent_id, agents), ())
         agents = mine
     candidates = [(p, c) for p in agents for c in p.communications]
+    if communication_id is not None:
+        wanted_id = communication_id.lower()
+        candidates = [(p, c) for p, c in candidates if c.id.lower() == wanted_id]
+        if not candidates:
+            message = f"communication {communication_id} is not an agent's in this conversation"
+            return Plan(Status.NO_AGENT, message, ())
     still_open = next(((p, c) for p, c in candidates if not c.ended), None)
     if still_open is not None:
         return Plan(Status.NOT_ENDED, _not_ended_message(*still_open), ())
     selected = candidates if participant == "all-agents" else [_ended_last(candidates)]
+    if expected_code is not None:
+        return _replace_expected(selected, code_id, expected_code, name_of)
     targets = tuple(_target(p, c, code_id, on_existing) for p, c in selected)
+    return _decide(targets, code_id, name_of)
+
+
+def _replace_expected(
+    selected: Sequence[_Candidate],
+    code_id: str,
+    expected_code: str,
+    name_of: Callable[[str], str] | None,
+) -> Plan:
+    """Set `code_id` where the communication still has `expected_code`; leave others alone."""
+    targets = tuple(_target(p, c, code_id, "replace") for p, c in selected)
+    changed = [
+        t
+        for t in targets
+        if t.action == "apply" and (t.previous_code or "").lower() != expected_code.lower()
+    ]
+    if changed:
+        now = ", ".join(_describe(t.previous_code or "none", name_of) for t in changed)
+        kept = tuple(replace(t, action="skip") if t in changed else t for t in targets)
+        if all(t.action != "apply" for t in kept):
+            return Plan(
+                Status.SKIPPED,
+                f"changed since: it now has {now}, not {_describe(expected_code, name_of)}; "
+                "left as it is",
+                kept,
+            )
+        targets = kept
     return _decide(targets, code_id, name_of)
 
 

@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from wrapup_batch.codes import CodeCatalog
@@ -34,10 +34,11 @@ from wrapup_batch.errors import (
 )
 from wrapup_batch.genesys import GenesysClient, is_permission_error
 from wrapup_batch.ledger import DONE, ItemUpdate, Ledger, WorkItem
-from wrapup_batch.models import FINE, UNFINISHED, Status
+from wrapup_batch.models import FINE, UNFINISHED, InputRow, Status
 from wrapup_batch.planner import ConversationView, OnExisting, ParticipantMode, Plan, plan
 from wrapup_batch.planner import conversation_from_analytics as parse_analytics
 from wrapup_batch.planner import conversation_from_json as parse_conversation
+from wrapup_batch.revert import check_revertible, revert_rows
 from wrapup_batch.sources import SourceSpec, describe_source, read_rows
 from wrapup_batch.throttle import Throttle, ThrottleStopped
 
@@ -102,6 +103,15 @@ class RunAborted(Exception):
         self.error = error
 
 
+@dataclass(frozen=True)
+class _Input:
+    """Where a run's rows come from: a source for `run`, the ledger for `revert`."""
+
+    kind: str
+    description: str
+    rows: Callable[[], Iterable[list[InputRow]]]
+
+
 def run_batch(
     ledger: Ledger,
     source: SourceSpec,
@@ -112,9 +122,37 @@ def run_batch(
     stop: threading.Event | None = None,
 ) -> RunResult:
     """Run one batch on a ledger the caller opened; the ledger lock is held throughout."""
+    given = _Input("run", describe_source(source), lambda: read_rows(source))
+    return _locked_run(ledger, given, options, client_factory, progress, stop)
+
+
+def revert_batch(
+    ledger: Ledger,
+    run_id: int,
+    options: RunOptions,
+    client_factory: ClientFactory,
+    *,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+) -> RunResult:
+    """Put back the previous codes a run replaced, as a new run of kind `revert`."""
+    options = replace(options, on_existing="replace", participant="all-agents")
+    given = _Input("revert", f"revert of run {run_id}", lambda: revert_rows(ledger, run_id))
+    check_revertible(ledger, run_id)
+    return _locked_run(ledger, given, options, client_factory, progress, stop)
+
+
+def _locked_run(
+    ledger: Ledger,
+    given: _Input,
+    options: RunOptions,
+    client_factory: ClientFactory,
+    progress: ProgressCallback | None,
+    stop: threading.Event | None,
+) -> RunResult:
     ledger.acquire_lock()
     try:
-        run = _Run(ledger, source, options, client_factory, progress, stop or threading.Event())
+        run = _Run(ledger, given, options, client_factory, progress, stop or threading.Event())
         return run.execute()
     finally:
         ledger.release_lock()
@@ -124,14 +162,14 @@ class _Run:
     def __init__(
         self,
         ledger: Ledger,
-        source: SourceSpec,
+        given: _Input,
         options: RunOptions,
         client_factory: ClientFactory,
         progress: ProgressCallback | None,
         stop: threading.Event,
     ) -> None:
         self.ledger = ledger
-        self.source = source
+        self.given = given
         self.options = options
         self.client_factory = client_factory
         self.progress = progress or (lambda _p: None)
@@ -155,9 +193,10 @@ class _Run:
 
     def execute(self) -> RunResult:
         self.run_id = self.ledger.start_run(
-            source=describe_source(self.source),
+            source=self.given.description,
             options=self.options.as_dict(),
             dry_run=self.options.dry_run,
+            kind=self.given.kind,
         )
         try:
             self._ingest()
@@ -178,7 +217,7 @@ class _Run:
 
     def _ingest(self) -> None:
         self.progress(Progress("ingest"))
-        for chunk in read_rows(self.source):
+        for chunk in self.given.rows():
             self.ledger.ingest(self.run_id, chunk)
             self.rows += len(chunk)
             self.progress(Progress("ingest", done=self.rows))
@@ -443,6 +482,8 @@ class _Worker:
             participant=self.options.participant,
             on_existing=self.options.on_existing,
             name_of=self.catalog.name_of,
+            communication_id=item.communication_id,
+            expected_code=item.expected_code,
         )
         if the_plan.status is not None:
             return self._decided(item, the_plan)
