@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorHandle
 from wrapup_batch.errors import UsageError
 from wrapup_batch.genesys import ApiSettings, GenesysClient
@@ -154,3 +156,47 @@ def test_revert_refuses_a_dry_run_and_an_unknown_run(
 def test_client_repr_hides_the_secret() -> None:
     client = GenesysClient(ApiSettings("http://127.0.0.1:1", "id", "secret"), throttle=Throttle(60))
     assert "secret" not in repr(client) and "secret" not in repr(client.settings)
+
+
+def test_revert_through_the_cli_dry_run_first(
+    emulator: EmulatorHandle, ledger: Ledger, tmp_path: Path
+) -> None:
+    first = run_csv(
+        emulator, ledger, tmp_path / "in.csv", [[conv(8), "Sales"], [conv(1), "Complaint"]]
+    )
+    env = {
+        "GENESYSCLOUD_API_HOST": emulator.base_url,
+        "GENESYSCLOUD_OAUTHCLIENT_ID": emulator.client_id,
+        "GENESYSCLOUD_OAUTHCLIENT_SECRET": emulator.client_secret,
+    }
+    base = ["revert", str(first.run_id), "--ledger", str(tmp_path / "ledger.db"), "--quiet"]
+    base += ["--rate-limit", "60000"]
+    emulator.reset_stats()
+
+    dry = CliRunner().invoke(
+        main, [*base, "--dry-run", "--results", str(tmp_path / "d.csv")], env=env
+    )
+
+    assert dry.exit_code == 1, dry.output
+    assert [r["status"] for r in _read(tmp_path / "d.csv")] == ["would_apply", "not_revertible"]
+    assert emulator.stats(detail=True)["posts_per_communication"] == {}
+
+    real = CliRunner().invoke(main, [*base, "--results", str(tmp_path / "r.csv")], env=env)
+
+    assert real.exit_code == 1, real.output
+    rows = _read(tmp_path / "r.csv")
+    assert [r["status"] for r in rows] == ["applied", "not_revertible"]
+    assert rows[0]["previous_code"] == "Sales"
+    assert "had no wrap-up before run" in rows[1]["message"]
+    assert wrapups(emulator)[comm(8, 3)] == COMPLAINT
+
+    missing = CliRunner().invoke(
+        main, ["revert", "42", "--ledger", str(tmp_path / "ledger.db")], env=env
+    )
+    assert missing.exit_code == 2
+    assert "has no run 42" in missing.stderr
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -2,32 +2,68 @@
 
 Library errors (`errors.py`) become one line on stderr and the exit code the design names;
 an unexpected exception becomes a short message pointing at the log, never a traceback.
+
+Commands: `run` (a batch, from flags and/or a `--job` file), `status` and `report` (what a
+ledger holds), `codes` and `check` (the org, before a run), `emulator` and `demo`.
+Logs: `--log-format text|json` and `--log-file F`; every record passes through a redaction of
+the client secret, URL passwords and bearer tokens before it is written anywhere.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 from tqdm import tqdm
 
 from wrapup_batch import __version__
-from wrapup_batch.errors import UsageError, WrapupBatchError
-from wrapup_batch.genesys import ApiSettings, GenesysClient, settings_from_env
-from wrapup_batch.ledger import DEFAULT_LEDGER, Ledger
-from wrapup_batch.report import format_summary, write_results, write_summary_json
-from wrapup_batch.runner import Progress, RunOptions, RunResult, run_batch
-from wrapup_batch.sources import SourceSpec
+from wrapup_batch.codes import CodeCatalog, WrapupCode
+from wrapup_batch.errors import (
+    ApiError,
+    AuthError,
+    RateLimitedError,
+    RequestRejectedError,
+    UsageError,
+    WrapupBatchError,
+)
+from wrapup_batch.genesys import (
+    PERMISSIONS,
+    ApiSettings,
+    GenesysClient,
+    RetryNotice,
+    is_permission_error,
+    settings_from_env,
+)
+from wrapup_batch.jobs import load_job, parse_duration
+from wrapup_batch.ledger import DEFAULT_LEDGER, Ledger, RunInfo
+from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
+from wrapup_batch.planner import ConversationView, agent_participants
+from wrapup_batch.planner import conversation_from_analytics as parse_analytics
+from wrapup_batch.planner import conversation_from_json as parse_conversation
+from wrapup_batch.report import (
+    format_status,
+    format_summary,
+    status_data,
+    write_results,
+    write_results_to,
+    write_summary_json,
+)
+from wrapup_batch.runner import Progress, RunOptions, RunResult, revert_batch, run_batch
+from wrapup_batch.sources import SourceSpec, describe_source, normalise_conversation_id
 from wrapup_batch.throttle import Throttle
 
 log = logging.getLogger("wrapup_batch")
@@ -35,13 +71,15 @@ log = logging.getLogger("wrapup_batch")
 F = TypeVar("F", bound=Callable[..., Any])
 
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
+STATUS_NAMES = tuple(status.value for status in Status)
 
 
 # -- shared plumbing ------------------------------------------------------------------------------
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
+def _fail(message: str, code: int) -> NoReturn:
+    log.error("%s", message, extra={"exit_code": code, "file_only": True})
+    click.echo(f"Error: {_REDACT(message)}", err=True)
     sys.exit(code)
 
 
@@ -61,44 +99,199 @@ def _errors_reported(log_file: str | None) -> Iterator[None]:
         _fail(f"unexpected {type(exc).__name__}: {exc}{where}", 1)
 
 
-class _NoTraceback(logging.Formatter):
+# -- logs -----------------------------------------------------------------------------------------
+
+#: Extra fields a log record may carry (`extra={...}`); JSON lines carry those that are set.
+LOG_FIELDS = (
+    "run_id",
+    "row",
+    "conversation_id",
+    "status",
+    "http_status",
+    "error_code",
+    "context_id",
+    "method",
+    "path",
+    "attempt",
+    "wait_seconds",
+    "retry_after_seconds",
+    "exit_code",
+    "counts",
+    "source",
+)
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+_ACCESS_TOKEN = re.compile(r"(?i)(access_token[\"']?\s*[:=]\s*[\"']?)[^\"'\s,&}]+")
+
+
+class _Redactor:
+    """Replaces known secrets (the client secret, URL passwords) and bearer tokens by ***."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+
+    def add(self, secret: str | None) -> None:
+        if secret and len(secret) >= 4:
+            self.secrets.add(secret)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return _ACCESS_TOKEN.sub(r"\1***", _BEARER.sub(r"\1***", text))
+
+
+_REDACT = _Redactor()
+
+
+class _LogContext(logging.Filter):
+    """Stamps the current run id on records that do not carry one."""
+
+    run_id: int | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "run_id", None) is None and _LogContext.run_id is not None:
+            record.run_id = _LogContext.run_id
+        return True
+
+
+class _NotFileOnly(logging.Filter):
+    """Keeps off the console what the console already shows another way (the Error: line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
+class _ConsoleFormatter(logging.Formatter):
     """The console gets one line per record; tracebacks go only to --log-file."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname} {record.getMessage()}"
+        return _REDACT(f"{record.levelname} {record.getMessage()}")
 
 
-def _setup_logging(log_file: str | None, verbose: bool) -> None:
-    root = logging.getLogger()
-    root.handlers.clear()
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+class _TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        run_id = getattr(record, "run_id", None)
+        if run_id is not None:
+            text += f" [run {run_id}]"
+        return _REDACT(text)
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the fields that are set."""
+
+    def __init__(self, *, tracebacks: bool) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": _REDACT(record.getMessage()),
+        }
+        for name in LOG_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                data[name] = _REDACT(value) if isinstance(value, str) else value
+        if self.tracebacks and record.exc_info:
+            data["traceback"] = _REDACT(self.formatException(record.exc_info))
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+_OUR_HANDLERS: list[logging.Handler] = []
+
+
+def _begin_command() -> None:
+    """A command's start: no secret known yet (the process may run several), console logs."""
+    _REDACT.secrets.clear()
+    _setup_logging(None, False)
+
+
+def _setup_logging(log_file: str | None, verbose: bool, log_format: str = "text") -> None:
+    """Console: warnings (info with -v), one line each. --log-file: info (debug with -v)."""
+    as_json = log_format == "json"
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.INFO if verbose else logging.WARNING)
-    console.setFormatter(_NoTraceback())
-    root.addHandler(console)
+    console.setFormatter(_JsonFormatter(tracebacks=False) if as_json else _ConsoleFormatter())
+    console.addFilter(_NotFileOnly())
+    handlers: list[logging.Handler] = [console]
     if log_file:
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        try:
+            file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the log to {log_file}: {exc.strerror or exc}") from None
+        file_handler.setLevel(logging.DEBUG if verbose else logging.INFO)
+        file_handler.setFormatter(_JsonFormatter(tracebacks=True) if as_json else _TextFormatter())
+        handlers.append(file_handler)
+    root = logging.getLogger()
+    for handler in _OUR_HANDLERS:
+        handler.close()
+    _OUR_HANDLERS.clear()
+    root.handlers.clear()
+    _LogContext.run_id = None
+    for handler in handlers:
+        handler.addFilter(_LogContext())
         root.addHandler(handler)
+        _OUR_HANDLERS.append(handler)
+    # The lowest level any handler takes: records nobody writes are not even built (the runner
+    # logs every row's outcome at info, which costs nothing without --log-file or -v).
+    root.setLevel(min(handler.level for handler in handlers))
     for noisy in ("urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _parse_duration(value: str | None) -> float | None:
+_CONVERSATION_IN_PATH = re.compile(r"/conversations/(?:[a-z]+/)?([0-9a-fA-F-]{36})")
+
+
+def _log_retry(notice: RetryNotice) -> None:
+    """GenesysClient's on_retry: one log record per retry, with the wait before it."""
+    err = notice.error
+    found = _CONVERSATION_IN_PATH.search(notice.path)
+    extra: dict[str, Any] = {
+        "method": notice.method,
+        "path": notice.path,
+        "attempt": notice.attempt,
+        "wait_seconds": round(notice.wait_seconds, 3),
+        "http_status": err.status or None,
+        "error_code": err.code,
+        "context_id": err.context_id,
+        "conversation_id": found.group(1).lower() if found else None,
+    }
+    if isinstance(err, RateLimitedError):
+        extra["retry_after_seconds"] = err.retry_after
+        log.info(
+            "429 on %s %s: every request waits %g s (Retry-After), then this one is retried "
+            "(attempt %d)",
+            notice.method,
+            notice.path,
+            err.retry_after,
+            notice.attempt,
+            extra=extra,
+        )
+        return
+    log.info(
+        "retrying %s %s in %.2f s after %s (attempt %d)",
+        notice.method,
+        notice.path,
+        notice.wait_seconds,
+        err,
+        notice.attempt,
+        extra=extra,
+    )
+
+
+def _parse_duration(value: str | float | None) -> float | None:
     if value is None:
         return None
-    text = value.strip().lower()
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    scale = units.get(text[-1:], 1.0)
     try:
-        seconds = float(text[:-1] if text[-1:] in units else text) * scale
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not a duration; use e.g. 45s, 90m or 2h", param_hint="--max-runtime"
-        ) from None
-    if seconds <= 0:
-        raise click.BadParameter("must be more than zero", param_hint="--max-runtime")
-    return seconds
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-runtime") from None
 
 
 def _parse_columns(values: Sequence[str]) -> dict[str, str]:
@@ -229,9 +422,35 @@ def main() -> None:
     """Bulk-apply Genesys Cloud wrap-up codes: throttled, resumable, every row recorded."""
 
 
+def _log_options() -> list[Callable[[F], F]]:
+    return [
+        click.option(
+            "--log-file",
+            type=click.Path(dir_okay=False),
+            help="Also write the log here (every row's outcome, retries and their waits).",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help="Log lines as text, or as JSON objects (one per line) for log collectors.",
+        ),
+        click.option(
+            "--verbose", "-v", is_flag=True, help="Log more: retries and every row on stderr."
+        ),
+    ]
+
+
 def _run_options(fn: F) -> F:
     options = [
         click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path()),
+        click.option(
+            "--job",
+            type=click.Path(dir_okay=False),
+            help="A TOML job file holding any of these options (see jobs/); the options given "
+            "here override it.",
+        ),
         click.option("--query", help="SQL query giving conversation_id and wrapup_code columns."),
         click.option(
             "--query-file", type=click.Path(), help="A file holding the SQL query to run."
@@ -245,7 +464,11 @@ def _run_options(fn: F) -> F:
         ),
         click.option("--results", type=click.Path(), help="Write the results CSV here."),
         click.option("--summary-json", type=click.Path(), help="Write the run summary as JSON."),
-        click.option("--dry-run", is_flag=True, help="Read and plan; write nothing to Genesys."),
+        click.option(
+            "--dry-run/--no-dry-run",
+            default=False,
+            help="Read and plan; write nothing to Genesys (--no-dry-run overrides a job file).",
+        ),
         click.option(
             "--on-existing",
             type=click.Choice(["skip", "replace"]),
@@ -306,9 +529,8 @@ def _run_options(fn: F) -> F:
             help="Conversations per analytics request.",
         ),
         click.option("--sandbox", is_flag=True, help="Run against the built-in emulator."),
-        click.option("--log-file", type=click.Path(), help="Write a detailed log here."),
+        *_log_options(),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
-        click.option("--verbose", "-v", is_flag=True, help="Log retries and decisions."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -348,12 +570,58 @@ def _source_spec(
 
 @main.command()
 @_run_options
-def run(**params: Any) -> None:
-    """Apply the wrap-up codes listed in INPUT (or returned by --query)."""
-    _setup_logging(params["log_file"], params["verbose"])
+@click.pass_context
+def run(ctx: click.Context, /, **params: Any) -> None:
+    """Apply the wrap-up codes listed in INPUT (or returned by --query, or named by --job).
+
+    Exit codes: 0 every row fine; 1 some rows not fine; 2 usage, input or ledger error;
+    3 aborted (credentials or a permission); 4 stopped early (rerun resumes); 5 the ledger is
+    in use by another run.
+    """
+    _begin_command()
+    with _errors_reported(None):
+        params = _with_job(ctx, params)
+        _setup_logging(params["log_file"], params["verbose"], params["log_format"])
     with _errors_reported(params["log_file"]):
         result = _execute(params)
     sys.exit(result.exit_code)
+
+
+_SOURCE_PARAMS = ("input_path", "query", "query_file")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user gave this parameter (on the command line), rather than its default."""
+    return ctx.get_parameter_source(name) not in (
+        None,
+        ParameterSource.DEFAULT,
+        ParameterSource.DEFAULT_MAP,
+    )
+
+
+def _with_job(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters with those of `--job` filled in where the command line gave none.
+
+    An input given on the command line (INPUT, --query or --query-file) replaces the job's
+    input as a whole; `--column` mappings are added to the job's `[columns]`.
+    """
+    if not params.get("job"):
+        return params
+    job = load_job(Path(params["job"]))
+    for secret in job.secrets:
+        _REDACT.add(secret)
+    merged = dict(params)
+    cli_source = any(_given(ctx, name) for name in _SOURCE_PARAMS)
+    for name, value in job.params.items():
+        if name == "columns":
+            merged["columns"] = (*value, *params["columns"])
+        elif not (
+            _given(ctx, name)
+            or (cli_source and name in _SOURCE_PARAMS)
+            or (name == "source_url" and _given(ctx, "input_path"))
+        ):
+            merged[name] = value
+    return merged
 
 
 def _execute(
@@ -361,16 +629,21 @@ def _execute(
     *,
     interactive: bool | None = None,
     settings: ApiSettings | None = None,
+    revert_of: int | None = None,
 ) -> RunResult:
-    spec = _source_spec(
-        params["input_path"],
-        params["query"],
-        params["query_file"],
-        params["source_url"],
-        params["columns"],
-        params["encoding"],
-        params["sheet"],
-    )
+    """Run a batch (or, with `revert_of`, revert that run) and report it."""
+    spec: SourceSpec | None = None
+    if revert_of is None:
+        spec = _source_spec(
+            params["input_path"],
+            params["query"],
+            params["query_file"],
+            params["source_url"],
+            params["columns"],
+            params["encoding"],
+            params["sheet"],
+        )
+    description = describe_source(spec) if spec is not None else f"revert of run {revert_of}"
     options = RunOptions(
         dry_run=params["dry_run"],
         on_existing=params["on_existing"],
@@ -385,18 +658,42 @@ def _execute(
     tty = sys.stderr.isatty() if interactive is None else interactive
     reporter = _ProgressReporter(enabled=not params["quiet"], interactive=tty)
     stop = threading.Event()
+    _LogContext.run_id = None
     ledger = Ledger.open(params["ledger"])
     try:
         with (
             _api_settings(params["sandbox"], options.request_timeout, settings) as api,
             _stop_on_signals(stop),
         ):
+            _REDACT.add(api.client_secret)
+            log.info(
+                "run starting: %s, ledger %s",
+                description,
+                ledger.display,
+                extra={"source": description},
+            )
 
             def client_factory(throttle: Throttle) -> GenesysClient:
-                return GenesysClient(api, throttle=throttle, pool_size=options.concurrency + 2)
+                current = ledger.get_run()  # this run: started, and the ledger lock is ours
+                _LogContext.run_id = current.id if current is not None else None
+                return GenesysClient(
+                    api,
+                    throttle=throttle,
+                    pool_size=options.concurrency + 2,
+                    on_retry=_log_retry,
+                )
 
-            result = run_batch(ledger, spec, options, client_factory, progress=reporter, stop=stop)
+            if spec is not None:
+                result = run_batch(
+                    ledger, spec, options, client_factory, progress=reporter, stop=stop
+                )
+            else:
+                assert revert_of is not None
+                result = revert_batch(
+                    ledger, revert_of, options, client_factory, progress=reporter, stop=stop
+                )
         reporter.close()
+        _LogContext.run_id = result.run_id
         if params["results"]:
             write_results(ledger, result.run_id, Path(params["results"]))
         if params["summary_json"]:
@@ -404,27 +701,553 @@ def _execute(
     finally:
         reporter.close()
         ledger.close()
+    log.info(
+        "run %d: %s",
+        result.run_id,
+        result.message,
+        extra={"run_id": result.run_id, "exit_code": result.exit_code, "counts": result.counts},
+    )
     click.echo(format_summary(result.summary), err=True)
     if params["results"]:
         click.echo(f"  results: {params['results']}", err=True)
     return result
 
 
+def _api_options(fn: F) -> F:
+    options = [
+        click.option("--sandbox", is_flag=True, help="Use the built-in emulator, not an org."),
+        click.option(
+            "--rate-limit",
+            type=click.FloatRange(min=1),
+            default=300,
+            show_default=True,
+            help="Requests per minute.",
+        ),
+        click.option(
+            "--request-timeout",
+            type=click.FloatRange(min=0.1),
+            default=30.0,
+            show_default=True,
+            help="Seconds before one HTTP request is abandoned and retried.",
+        ),
+        *_log_options(),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _client(api: ApiSettings, rate_limit: float) -> GenesysClient:
+    _REDACT.add(api.client_secret)
+    return GenesysClient(api, throttle=Throttle(rate_limit), on_retry=_log_retry)
+
+
+def _read_codes(client: GenesysClient) -> list[WrapupCode]:
+    """Every wrap-up code; a 403 is an AuthError naming the permission (exit 3)."""
+    try:
+        return client.list_wrapup_codes()
+    except RequestRejectedError as err:
+        if err.status == 403:
+            raise AuthError(
+                f"the OAuth client may not read wrap-up codes (403: {err.message}); give its "
+                f"role the permission {PERMISSIONS['codes']}",
+                status=403,
+                code=err.code,
+                context_id=err.context_id,
+            ) from None
+        raise
+
+
+# -- revert ---------------------------------------------------------------------------------------
+
+
 @main.command()
-@click.option("--port", type=int, default=8642, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.argument("run_id", type=click.IntRange(min=1))
+@click.option(
+    "--ledger",
+    default=DEFAULT_LEDGER,
+    show_default=True,
+    help="The ledger holding the run to revert.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be put back; write nothing.")
+@click.option("--results", type=click.Path(), help="Write the revert's results CSV here.")
+@click.option("--summary-json", type=click.Path(), help="Write the revert's summary as JSON.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option("--max-runtime", help="Stop cleanly after this long (45s, 90m, 2h); exit 4.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@_api_options
+def revert(run_id: int, **params: Any) -> None:
+    """Put back the wrap-up codes that run RUN_ID replaced.
+
+    Every communication the run wrapped up gets its previous code again, as a new run in the
+    ledger (resumable, and itself revertible). A communication whose code was changed since
+    is left alone (skipped); one that had no wrap-up before cannot be cleared through the API
+    and is reported not_revertible.
+    """
+    _begin_command()
+    _setup_logging(params["log_file"], params["verbose"], params["log_format"])
+    fixed = {
+        "on_existing": "replace",
+        "participant": "all-agents",
+        "lookup": "conversations",
+        "lookup_batch": 100,
+    }
+    with _errors_reported(params["log_file"]):
+        result = _execute({**params, **fixed}, revert_of=run_id)
+    sys.exit(result.exit_code)
+
+
+# -- status and report: what a ledger holds -------------------------------------------------------
+
+_LEDGER_OPTION = click.option(
+    "--ledger",
+    default=DEFAULT_LEDGER,
+    show_default=True,
+    help="The ledger: a SQLite file (or SQLAlchemy URL) that `run` wrote.",
+)
+
+
+@main.command()
+@_LEDGER_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status(ledger: str, as_json: bool) -> None:
+    """Show the runs in a ledger (when, source, counts by status, exit code) and the rows
+    still to do after the last run."""
+    _begin_command()
+    with _errors_reported(None):
+        book = Ledger.open(ledger, create=False)
+        try:
+            data = status_data(book)
+        finally:
+            book.close()
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json else format_status(data))
+
+
+@main.command()
+@_LEDGER_OPTION
+@click.option(
+    "--run", "run_id", type=click.IntRange(min=1), help="The run to report (default: the last)."
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(STATUS_NAMES),
+    help="Only rows with this status (repeatable).",
+)
+@click.option(
+    "--not-fine",
+    is_flag=True,
+    help="Only the rows that are not fine or not finished: those a rerun tries again.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    help="Write the CSV to this file (UTF-8 with a BOM, for spreadsheets); "
+    "default: standard output.",
+)
+def report(
+    ledger: str,
+    run_id: int | None,
+    statuses: tuple[str, ...],
+    not_fine: bool,
+    output: str | None,
+) -> None:
+    """Write the rows of a run (default: the last) as the results CSV, optionally only those
+    with some statuses: `report --not-fine -o failures.csv` after a nightly run."""
+    _begin_command()
+    wanted = set(statuses)
+    if not_fine:
+        wanted |= {status.value for status in NOT_FINE | UNFINISHED}
+    chosen = [name for name in STATUS_NAMES if name in wanted] or None
+    with _errors_reported(None):
+        book = Ledger.open(ledger, create=False)
+        try:
+            run_info = _the_run(book, run_id)
+            if output:
+                written = write_results(book, run_info.id, Path(output), statuses=chosen)
+            else:
+                written = _to_stdout(book, run_info.id, chosen)
+        finally:
+            book.close()
+    which = f" with status {', '.join(chosen)}" if chosen else ""
+    if not_fine:
+        extra = [name for name in STATUS_NAMES if name in statuses and Status(name) in FINE]
+        which = " not fine or not finished" + (f" or with status {', '.join(extra)}" * bool(extra))
+    where = output if output else "standard output"
+    click.echo(f"run {run_info.id}: {written} row(s){which} written to {where}", err=True)
+
+
+def _to_stdout(book: Ledger, run_id: int, statuses: Sequence[str] | None) -> int:
+    try:
+        written = write_results_to(book, run_id, sys.stdout, statuses=statuses)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `report | head`: the reader has what it wanted
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    return written
+
+
+def _the_run(book: Ledger, run_id: int | None) -> RunInfo:
+    found = book.get_run(run_id)
+    if found is not None:
+        return found
+    if run_id is None:
+        raise UsageError(f"ledger {book.display} has no runs yet")
+    raise UsageError(
+        f"ledger {book.display} has no run {run_id}; `wrapup-batch status --ledger "
+        f"{book.display}` lists its runs"
+    )
+
+
+# -- codes and check: the org --------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--match", help="Only codes whose name contains this text (ignoring case and spaces)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the codes as JSON.")
+@_api_options
+def codes(match: str | None, as_json: bool, **params: Any) -> None:
+    """List the org's wrap-up codes (id, name, division), sorted by name, for building an
+    input file. Exit 3 when the client may not read them."""
+    _begin_command()
+    with _errors_reported(None):
+        _setup_logging(params["log_file"], params["verbose"], params["log_format"])
+    with (
+        _errors_reported(params["log_file"]),
+        _api_settings(params["sandbox"], params["request_timeout"], None) as api,
+    ):
+        client = _client(api, params["rate_limit"])
+        client.authenticate()
+        catalog = CodeCatalog(_read_codes(client))
+        found = catalog.search(match) if match else list(catalog)
+    if as_json:
+        rows = [
+            {
+                "id": c.id,
+                "name": c.name,
+                "division_id": c.division_id,
+                "division_name": c.division_name,
+            }
+            for c in found
+        ]
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif found:
+        table = [("id", "name", "division")] + [
+            (c.id, c.name, c.division_name or c.division_id or "") for c in found
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(2)]
+        for code_id, name, division in table:
+            click.echo(f"{code_id:<{widths[0]}}  {name:<{widths[1]}}  {division}".rstrip())
+    if match:
+        click.echo(f"{len(found)} of {len(catalog)} code(s) match {match!r}", err=True)
+    else:
+        click.echo(f"{len(catalog)} code(s)", err=True)
+
+
+class _Checklist:
+    """Prints one ✓/✗/- line per check and works out the exit code."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.permission_missing = False
+
+    def ok(self, text: str) -> None:
+        click.echo(f"✓ {_REDACT(text)}")
+        log.info("check passed: %s", text, extra={"file_only": True})
+
+    def bad(self, text: str, *, permission: bool = False) -> None:
+        click.echo(f"✗ {_REDACT(text)}")
+        log.warning("check failed: %s", text, extra={"file_only": True})
+        self.failed += 1
+        self.permission_missing = self.permission_missing or permission
+
+    def skipped(self, text: str) -> None:
+        click.echo(f"- {text}")
+
+    def finish(self) -> NoReturn:
+        if self.failed:
+            click.echo(f"{self.failed} check(s) failed")
+            log.warning("%d check(s) failed", self.failed, extra={"file_only": True})
+        else:
+            click.echo("every check passed")
+        sys.exit(3 if self.permission_missing else 1 if self.failed else 0)
+
+
+def _conversation_ids(values: Iterable[str], option: str) -> list[str]:
+    ids: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            normal = normalise_conversation_id(part.strip())
+            if normal is None:
+                raise UsageError(f"{option} {part.strip()!r} is not a conversation id (a UUID)")
+            if normal not in ids:
+                ids.append(normal)
+    return ids
+
+
+@main.command()
+@click.option(
+    "--conversation",
+    metavar="ID",
+    help="Also read this conversation, to prove conversation:communication:view.",
+)
+@click.option(
+    "--lookup-compare",
+    "compare",
+    multiple=True,
+    metavar="ID[,ID...]",
+    help="Read these conversations through the Conversations API and the analytics multi-get "
+    "and say whether their communications agree (repeatable, or comma-separated).",
+)
+@_api_options
+def check(conversation: str | None, compare: tuple[str, ...], **params: Any) -> None:
+    """Prove the setup before a big run: the credentials get a token, the codes can be read,
+    a conversation can be read, and say which permission is missing when one is.
+
+    Exit 0 when every check passes, 3 when the credentials are refused or a permission is
+    missing, 1 when another check fails (a conversation not found, or --lookup-compare finds
+    the two APIs disagree), 2 for a usage error.
+    """
+    _begin_command()
+    with _errors_reported(None):
+        _setup_logging(params["log_file"], params["verbose"], params["log_format"])
+        sample = _conversation_ids([conversation], "--conversation") if conversation else []
+        compare_ids = _conversation_ids(compare, "--lookup-compare")
+    with (
+        _errors_reported(params["log_file"]),
+        _api_settings(params["sandbox"], params["request_timeout"], None) as api,
+    ):
+        checks = _Checklist()
+        client = _client(api, params["rate_limit"])
+        try:
+            client.authenticate()
+        except AuthError as err:
+            checks.bad(f"credentials: {err}", permission=True)
+            checks.finish()
+        checks.ok(f"credentials: OAuth client {api.client_id!r} got a token from {api.host}")
+        catalog = _check_codes(checks, client)
+        if sample:
+            _check_conversation(checks, client, sample[0], catalog)
+        else:
+            checks.skipped(
+                "conversation: not checked; give --conversation ID to prove "
+                f"{PERMISSIONS['conversation']}"
+            )
+        checks.skipped(
+            f"{PERMISSIONS['wrapup']}: not checked (only a write proves it); a run without it "
+            "stops at its first wrap-up POST with exit 3"
+        )
+        if compare_ids:
+            _check_lookup_compare(checks, client, compare_ids, catalog)
+    checks.finish()
+
+
+def _check_codes(checks: _Checklist, client: GenesysClient) -> CodeCatalog | None:
+    try:
+        catalog = CodeCatalog(client.list_wrapup_codes())
+    except ApiError as err:
+        if err.status == 403:
+            checks.bad(
+                f"wrap-up codes: missing permission {PERMISSIONS['codes']} (403: {err.message})",
+                permission=True,
+            )
+        else:
+            checks.bad(f"wrap-up codes: cannot be read: {err}")
+        return None
+    checks.ok(f"wrap-up codes: {len(catalog)} readable ({PERMISSIONS['codes']})")
+    return catalog
+
+
+def _read_conversation(
+    checks: _Checklist, client: GenesysClient, conversation_id: str, label: str
+) -> ConversationView | None:
+    """The conversation through the Conversations API, or None after a ✗ line saying why."""
+    try:
+        return parse_conversation(client.get_conversation(conversation_id))
+    except ApiError as err:
+        needed = PERMISSIONS["conversation"]
+        if is_permission_error(err):
+            checks.bad(
+                f"{label}: missing permission {needed} (403: {err.message})", permission=True
+            )
+        elif err.status == 403:
+            checks.bad(
+                f"{label}: forbidden (403: {err.message}); the client's role does not grant "
+                f"{needed} in this conversation's division",
+                permission=True,
+            )
+        elif err.status == 404:
+            checks.bad(f"{label}: not found (404); check the conversation id and the region")
+        else:
+            checks.bad(f"{label}: cannot be read: {err}")
+        return None
+
+
+def _code_text(code_id: str | None, catalog: CodeCatalog | None) -> str:
+    if code_id is None:
+        return "none"
+    name = catalog.name_of(code_id) if catalog is not None else code_id
+    return f"{name!r}" if name == code_id else f"{name!r} ({code_id})"
+
+
+def _agent_communications(view: ConversationView) -> dict[str, tuple[str, str, str | None]]:
+    """Agent communication id -> (participant id, media, wrap-up code id)."""
+    return {
+        comm.id: (participant.id, comm.media, comm.wrapup_code)
+        for participant in agent_participants(view)
+        for comm in participant.communications
+    }
+
+
+def _check_conversation(
+    checks: _Checklist, client: GenesysClient, conversation_id: str, catalog: CodeCatalog | None
+) -> None:
+    label = f"conversation {conversation_id}"
+    view = _read_conversation(checks, client, conversation_id, label)
+    if view is None:
+        return
+    comms = _agent_communications(view)
+    described = ", ".join(
+        f"{cid} ({media}, wrap-up {_code_text(code, catalog)})"
+        for cid, (_, media, code) in comms.items()
+    )
+    state = "ended" if view.ended else "not ended yet"
+    agents = f"agent communication(s): {described}" if comms else "no agent communication"
+    checks.ok(f"{label}: readable ({PERMISSIONS['conversation']}); {state}; {agents}")
+
+
+def _check_lookup_compare(
+    checks: _Checklist, client: GenesysClient, ids: list[str], catalog: CodeCatalog | None
+) -> None:
+    analytics: dict[str, ConversationView] = {}
+    try:
+        for start in range(0, len(ids), 100):
+            for raw in client.get_conversation_details(ids[start : start + 100]):
+                parsed = parse_analytics(raw)
+                analytics[parsed.id.lower()] = parsed
+    except ApiError as err:
+        if err.status == 403:
+            checks.bad(
+                f"analytics: missing permission {PERMISSIONS['analytics']} (403: "
+                f"{err.message}); --lookup analytics needs it",
+                permission=True,
+            )
+        else:
+            checks.bad(f"analytics: cannot be read: {err}")
+        return
+    checks.ok(
+        f"analytics: {len(analytics)} of {len(ids)} conversation(s) found "
+        f"({PERMISSIONS['analytics']})"
+    )
+    disagree = 0
+    for conversation_id in ids:
+        label = f"lookup-compare {conversation_id}"
+        view = _read_conversation(checks, client, conversation_id, label)
+        if view is None:
+            continue
+        other = analytics.get(conversation_id)
+        if other is None:
+            checks.bad(f"{label}: analytics does not know this conversation (yet)")
+            disagree += 1
+            continue
+        problems = _differences(view, other, catalog)
+        if problems:
+            checks.bad(f"{label}: the two APIs disagree: " + "; ".join(problems))
+            disagree += 1
+        else:
+            comms = _agent_communications(view)
+            media = sorted({m for _, m, _ in comms.values()})
+            checks.ok(
+                f"{label}: the two APIs agree on {len(comms)} agent communication(s) "
+                f"({', '.join(media) or 'none'}): ids, media and wrap-up codes"
+            )
+    if disagree:
+        checks.skipped(
+            f"{disagree} of {len(ids)} conversation(s) differ: keep --lookup conversations "
+            "(the default) on this org"
+        )
+
+
+def _differences(
+    api_view: ConversationView, analytics_view: ConversationView, catalog: CodeCatalog | None
+) -> list[str]:
+    ours = _agent_communications(api_view)
+    theirs = _agent_communications(analytics_view)
+    problems = []
+    only_api = [f"{c} ({ours[c][1]})" for c in ours if c not in theirs]
+    only_analytics = [f"{c} ({theirs[c][1]})" for c in theirs if c not in ours]
+    if only_api:
+        problems.append("only in the Conversations API: " + ", ".join(only_api))
+    if only_analytics:
+        problems.append("only in analytics: " + ", ".join(only_analytics))
+    for cid in (c for c in ours if c in theirs):
+        (part_a, media_a, code_a), (part_b, media_b, code_b) = ours[cid], theirs[cid]
+        if part_a != part_b:
+            problems.append(f"{cid}: participant {part_a} vs {part_b} in analytics")
+        if media_a != media_b:
+            problems.append(f"{cid}: media {media_a} vs {media_b} in analytics")
+        if code_a != code_b:
+            problems.append(
+                f"{cid}: wrap-up {_code_text(code_a, catalog)} vs "
+                f"{_code_text(code_b, catalog)} in analytics"
+            )
+    return problems
+
+
+@main.command()
+@click.option("--port", type=int, default=8642, show_default=True, help="Port to listen on.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="Seed JSON file.")
 @click.option("--generate", type=click.IntRange(min=0), default=0, help="Synthetic conversations.")
-@click.option("--rate-limit", type=click.IntRange(min=0), default=300, show_default=True)
-@click.option("--token-ttl", type=click.IntRange(min=1), default=86400, show_default=True)
-@click.option("--latency-ms", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option("--random-seed", type=int, default=0, show_default=True)
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(min=0),
+    default=300,
+    show_default=True,
+    help="Requests per token per minute before 429s (0: no limit).",
+)
+@click.option(
+    "--token-ttl",
+    type=click.IntRange(min=1),
+    default=86400,
+    show_default=True,
+    help="Seconds an access token lives.",
+)
+@click.option(
+    "--latency-ms",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Milliseconds added to every API request.",
+)
+@click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of API requests answered with a 5xx.",
+)
+@click.option(
+    "--random-seed", type=int, default=0, show_default=True, help="Seed of the fault dice."
+)
 def emulator(**params: Any) -> None:
     """Serve the Genesys Cloud API emulator until interrupted."""
     from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, serve_forever
 
-    _setup_logging(None, False)
+    _begin_command()
     config = EmulatorConfig(
         seed_path=Path(params["seed"]) if params["seed"] else None,
         generate=params["generate"],
@@ -456,7 +1279,7 @@ def emulator(**params: Any) -> None:
 )
 def demo(output: str) -> None:
     """Run sample_data/reclassify.csv on the emulator: a dry run, the run, then a rerun."""
-    _setup_logging(None, False)
+    _begin_command()
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("demo-ledger.db", "demo-ledger.db-wal", "demo-ledger.db-shm"):

@@ -13,10 +13,10 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from wrapup_batch.errors import UsageError
-from wrapup_batch.ledger import Ledger, ResultRow
+from wrapup_batch.ledger import Ledger, ResultRow, RunInfo
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
 
 RESULT_COLUMNS = (
@@ -74,6 +74,23 @@ def write_results(
     return written
 
 
+def write_results_to(
+    ledger: Ledger,
+    run_id: int,
+    handle: TextIO,
+    *,
+    statuses: Sequence[str] | None = None,
+) -> int:
+    """Write the run's rows as the results CSV to an open text stream (no BOM); return how many."""
+    writer = csv.writer(handle)
+    writer.writerow(RESULT_COLUMNS)
+    written = 0
+    for page in ledger.iter_results(run_id, statuses=statuses):
+        writer.writerows(_cells(row) for row in page)
+        written += len(page)
+    return written
+
+
 def write_summary_json(path: Path, summary: Mapping[str, Any]) -> None:
     try:
         path.write_text(json.dumps(dict(summary), indent=2, sort_keys=True) + "\n", "utf-8")
@@ -105,4 +122,95 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     )
     if summary.get("dry_run"):
         lines.append("  dry run: nothing was written to Genesys Cloud")
+    return "\n".join(lines)
+
+
+# -- the state of a ledger (`wrapup-batch status`) ------------------------------------------------
+
+
+def format_counts(counts: Mapping[str, int]) -> list[str]:
+    """Counts by status as lines "fine: applied 9, ...", "not fine: ...", "not finished: ..."."""
+    lines = []
+    groups = (("fine", FINE), ("not fine", NOT_FINE), ("not finished", UNFINISHED))
+    for title, members in groups:
+        parts = [f"{s} {n}" for s, n in _ordered(counts) if _status(s) in members and n]
+        if parts:
+            lines.append(f"{title}: " + ", ".join(parts))
+    others = [f"{s} {n}" for s, n in _ordered(counts) if _status(s) is None and n]
+    if others:
+        lines.append("other: " + ", ".join(others))
+    return lines
+
+
+def _status(value: str) -> Status | None:
+    try:
+        return Status(value)
+    except ValueError:
+        return None
+
+
+def to_do(counts: Mapping[str, int], *, dry_run: bool) -> dict[str, int]:
+    """The rows of a run a rerun would still work on: not fine or not finished (and, after a
+    dry run, those that would be applied)."""
+    wanted = NOT_FINE | UNFINISHED | ({Status.WOULD_APPLY} if dry_run else set())
+    return {s: n for s, n in _ordered(counts) if _status(s) in wanted and n}
+
+
+def run_counts(ledger: Ledger, run: RunInfo) -> dict[str, int]:
+    """A run's counts: recorded when it finished, else read from its rows as they are now."""
+    return dict(run.counts) if run.counts is not None else ledger.status_counts(run.id)
+
+
+def status_data(ledger: Ledger) -> dict[str, Any]:
+    """The runs of a ledger and the rows still to do after the last one, as JSON-ready data."""
+    runs = ledger.list_runs()
+    entries: list[dict[str, Any]] = []
+    for run in runs:
+        entries.append(
+            {
+                "id": run.id,
+                "kind": run.kind,
+                "dry_run": run.dry_run,
+                "started": run.started,
+                "finished": run.finished,
+                "source": run.source,
+                "exit_code": run.exit_code,
+                "rows": sum(run_counts(ledger, run).values()),
+                "counts": run_counts(ledger, run),
+            }
+        )
+    still: dict[str, Any] | None = None
+    if entries:
+        last = entries[-1]
+        todo = to_do(last["counts"], dry_run=bool(last["dry_run"]))
+        still = {"run_id": last["id"], "rows": sum(todo.values()), "counts": todo}
+    return {"ledger": ledger.display, "runs": entries, "still_to_do": still}
+
+
+def format_status(data: Mapping[str, Any]) -> str:
+    """`status_data` for a person."""
+    runs: list[Mapping[str, Any]] = data["runs"]
+    if not runs:
+        return f"ledger {data['ledger']}: no runs yet"
+    lines = [f"ledger {data['ledger']}: {len(runs)} run(s)"]
+    for run in runs:
+        kind = "dry run" if run["dry_run"] else str(run["kind"])
+        if run["finished"]:
+            outcome = f"exit {run['exit_code']}"
+            when = f"{run['started']} to {run['finished']}"
+        else:
+            outcome = "not finished (running now, or stopped without a summary)"
+            when = f"started {run['started']}"
+        lines.append(f"run {run['id']} ({kind}): {outcome}, {run['rows']} row(s), {when}")
+        lines.append(f"    source: {run['source']}")
+        lines.extend(f"    {line}" for line in format_counts(run["counts"]))
+    still = data["still_to_do"]
+    if still["rows"]:
+        parts = ", ".join(f"{s} {n}" for s, n in still["counts"].items())
+        lines.append(
+            f"still to do after run {still['run_id']}: {still['rows']} row(s) ({parts}); "
+            "run the same input with this ledger again to retry them"
+        )
+    else:
+        lines.append(f"still to do after run {still['run_id']}: nothing")
     return "\n".join(lines)

@@ -467,7 +467,7 @@ class _Worker:
         except ThrottleStopped:
             return
         if update is not None:
-            self.recorder.submit(update)
+            self.recorder.submit(update, item)
 
     def _process(self, item: WorkItem, view: ConversationView | None) -> ItemUpdate | None:
         if view is None:
@@ -651,8 +651,11 @@ class _Recorder(threading.Thread):
         self.done = 0
         self.error: BaseException | None = None
         self._last_beat = time.monotonic()
+        self._logged: dict[int, tuple[int, str]] = {}  # item id -> (row, conversation id)
 
-    def submit(self, update: ItemUpdate) -> None:
+    def submit(self, update: ItemUpdate, item: WorkItem | None = None) -> None:
+        if item is not None and log.isEnabledFor(logging.INFO):
+            self._logged[update.item_id] = (item.row, item.conversation_id)
         self.queue.put((update, None))
 
     def mark_in_flight(self, update: ItemUpdate) -> bool:
@@ -706,10 +709,32 @@ class _Recorder(threading.Thread):
             elif ok:
                 self.done += 1
                 self.counts[update.status] += 1
+                if self._logged:
+                    self._log_outcome(update)
         if ok:
             self.progress(
                 Progress("apply", done=self.done, total=self.total, counts=dict(self.counts))
             )
+
+    def _log_outcome(self, update: ItemUpdate) -> None:
+        """One log record per committed outcome (only built when info records are wanted)."""
+        row, conversation_id = self._logged.pop(update.item_id, (None, None))
+        log.info(
+            "row %s %s: %s%s",
+            row,
+            conversation_id,
+            update.status,
+            f" ({update.message})" if update.message else "",
+            extra={
+                "run_id": self.run_id,
+                "row": row,
+                "conversation_id": conversation_id,
+                "status": update.status,
+                "http_status": update.http_status,
+                "error_code": update.error_code,
+                "context_id": update.context_id,
+            },
+        )
 
     def _safely(self, action: Callable[[], None]) -> bool:
         if self.error is not None:
