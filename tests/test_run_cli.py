@@ -517,8 +517,9 @@ def test_max_runtime_stops_early_with_rows_pending_and_a_rerun_resumes(
     check_each_posted_once(emulator, SAMPLE_APPLIED)  # across both runs
 
 
+@pytest.mark.parametrize("left_as", ["in_flight", "failed"])
 def test_in_flight_item_whose_post_landed_is_confirmed_without_a_second_post(
-    emulator: EmulatorHandle, tmp_path: Path
+    emulator: EmulatorHandle, tmp_path: Path, left_as: str
 ) -> None:
     source = write_csv(
         tmp_path / "in.csv",
@@ -527,12 +528,14 @@ def test_in_flight_item_whose_post_landed_is_confirmed_without_a_second_post(
     )
     assert invoke(emulator, tmp_path, source).exit_code == 0
     db = tmp_path / "ledger.db"
-    # A crash between the POST (landed on the emulator) and the record of its outcome.
+    assert query(db, "SELECT DISTINCT attempts FROM items") == [{"attempts": 2}]
+    # A crash between the POST (landed on the emulator) and the record of its outcome; or
+    # retries that ran out with no answer (`failed`) although one of the POSTs had landed.
     connection = sqlite3.connect(db)
     with connection:
         connection.execute(
-            "UPDATE items SET status = 'in_flight' WHERE conversation_id IN (?, ?)",
-            (conv(1), conv(4)),
+            "UPDATE items SET status = ? WHERE conversation_id IN (?, ?)",
+            (left_as, conv(1), conv(4)),
         )
     connection.close()
     # ... and for conv(4), the POST never reached Genesys.

@@ -253,7 +253,7 @@ def test_100k_rows_stream_in_chunks(tmp_path: Path) -> None:
     )
     sizes = []
     next_row = 1
-    for chunk in read_rows(SourceSpec(path=path)):
+    for chunk in read_rows(SourceSpec(path=path, chunk_size=10_000)):
         sizes.append(len(chunk))
         assert chunk[0].row == next_row and chunk[-1].row == next_row + len(chunk) - 1
         assert chunk[-1] == InputRow(chunk[-1].row, A, "Billing")

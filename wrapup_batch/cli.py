@@ -62,7 +62,15 @@ from wrapup_batch.report import (
     write_results_to,
     write_summary_json,
 )
-from wrapup_batch.runner import Progress, RunOptions, RunResult, revert_batch, run_batch
+from wrapup_batch.runner import (
+    EXIT_INTERNAL,
+    EXIT_STOPPED,
+    Progress,
+    RunOptions,
+    RunResult,
+    revert_batch,
+    run_batch,
+)
 from wrapup_batch.sources import SourceSpec, describe_source, normalise_conversation_id
 from wrapup_batch.throttle import Throttle
 
@@ -93,10 +101,12 @@ def _errors_reported(log_file: str | None) -> Iterator[None]:
         raise
     except click.ClickException:
         raise
+    except KeyboardInterrupt:
+        _fail("interrupted; items left in flight are settled by the next run", EXIT_STOPPED)
     except Exception as exc:  # the last line of defence: a short message, the details logged
         log.exception("unexpected error")
         where = f"; details in {log_file}" if log_file else "; rerun with --log-file F for details"
-        _fail(f"unexpected {type(exc).__name__}: {exc}{where}", 1)
+        _fail(f"unexpected {type(exc).__name__}: {exc}{where}", EXIT_INTERNAL)
 
 
 # -- logs -----------------------------------------------------------------------------------------

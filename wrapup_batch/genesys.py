@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -53,7 +54,7 @@ from wrapup_batch.errors import (
     TransientApiError,
     UsageError,
 )
-from wrapup_batch.throttle import Throttle
+from wrapup_batch.throttle import Throttle, ThrottleStopped
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,10 @@ class Transport(AbstractHttpClient):  # type: ignore[misc]
             ) from None
         except urllib3.exceptions.HTTPError as exc:
             self._observe(0, None, is_token_call)
-            raise TransientApiError(
+            not_sent = isinstance(
+                exc, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+            )
+            raise (RequestNotSentError if not_sent else TransientApiError)(
                 f"{_describe_connection_error(exc)} on {opts.method} {_path_of(opts.url)}",
                 method=opts.method,
                 path=_path_of(opts.url),
@@ -234,6 +238,10 @@ class Transport(AbstractHttpClient):  # type: ignore[misc]
         return self.pool.request(opts.method, url, body=body, headers=headers)
 
 
+class RequestNotSentError(TransientApiError):
+    """No connection could be made: the request never reached the server."""
+
+
 def _path_of(url: str) -> str:
     return urlsplit(url).path
 
@@ -243,10 +251,10 @@ def _host_of(url: str) -> str:
 
 
 def _describe_connection_error(exc: Exception) -> str:
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError too
+        return "could not connect"
     if isinstance(exc, urllib3.exceptions.TimeoutError):
         return "timed out"
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):
-        return "could not connect"
     return "connection failed"
 
 
@@ -360,11 +368,19 @@ class GenesysClient:
         max_attempts: int = 5,
         backoff_initial: float = 0.5,
         backoff_max: float = 8.0,
+        settle_seconds: float | None = None,
         on_retry: Callable[[RetryNotice], None] | None = None,
     ) -> None:
         self.settings = settings
         self.throttle = throttle
         self.max_attempts = max_attempts
+        #: After a wrap-up POST got no answer at all (it timed out, or its connection died
+        #: after it was sent), the server may still be processing it: the read-back before
+        #: any resend waits this long (default: the request timeout), so that it sees a write
+        #: still on its way instead of resending over it. UNCONFIRMED that Genesys finishes a
+        #: request within one more request timeout; a longer value only makes such a retry
+        #: slower. A request that never left (no connection) is retried without waiting.
+        self.settle_seconds = settings.timeout if settle_seconds is None else settle_seconds
         self._backoff = (backoff_initial, backoff_max)
         self._on_retry = on_retry
         self.api_client = ApiClient(host=settings.host)
@@ -489,10 +505,12 @@ class GenesysClient:
             body.notes = notes
         path = _wrapup_path(media, conversation_id, participant_id, communication_id)
         uncertain = False
+        settle_until = 0.0
 
         def attempt() -> None:
-            nonlocal uncertain
+            nonlocal uncertain, settle_until
             if uncertain:
+                self._pause_until(settle_until)
                 current = self.get_wrapup(media, conversation_id, participant_id, communication_id)
                 if current is not None and current.get("code") == code_id:
                     log.info("%s: the earlier attempt had landed; not resending", path)
@@ -503,12 +521,23 @@ class GenesysClient:
                 method(conversation_id, participant_id, communication_id, body=body)
             except RateLimitedError:
                 raise  # a 429 was not processed: resend after the wait
+            except RequestNotSentError:
+                raise  # it never reached the server: nothing to read back, nothing to wait for
             except (TransientApiError, ApiException) as exc:
                 if isinstance(exc, TransientApiError) or int(exc.status or 0) >= 500:
                     uncertain = True
+                if isinstance(exc, TransientApiError) and not exc.status:  # sent, no answer
+                    settle_until = time.monotonic() + self.settle_seconds
                 raise
 
         self._call("POST", path, attempt)
+
+    def _pause_until(self, deadline: float) -> None:
+        """Sleep until `deadline` (monotonic); a stopping run (throttle stopped) cuts it short."""
+        while (left := deadline - time.monotonic()) > 0:
+            if self.throttle is not None and self.throttle.stopped:
+                raise ThrottleStopped
+            time.sleep(min(left, 0.05))
 
     # -- policy -----------------------------------------------------------------------------
 

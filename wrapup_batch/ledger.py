@@ -22,17 +22,17 @@ import hashlib
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Boolean,
     Column,
     Engine,
-    Index,
     Integer,
     MetaData,
     String,
@@ -51,7 +51,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from wrapup_batch.errors import LedgerBusyError, LedgerError
 from wrapup_batch.models import InputRow, Status
@@ -127,7 +133,10 @@ run_rows = Table(
     Column("wrapup_code", Text, nullable=False),
     Column("status", String),
     Column("message", Text),
-    Index("run_rows_item", "run_id", "item_key"),
+    # No index on (run_id, item_key): kept up to date on every ingested row, in the random
+    # order of the keys, it cost more than half of a million-row ingest. Every query walks
+    # a run's rows by the primary key and reaches items through items.item_key; ledgers
+    # created before keep theirs (harmless).
 )
 
 lock_table = Table(
@@ -139,6 +148,59 @@ lock_table = Table(
     Column("host", String, nullable=False),
     Column("acquired", String, nullable=False),
     Column("heartbeat", String, nullable=False),
+)
+
+#: The columns `ingest` writes, in the order of its value tuples.
+_ITEM_COLUMNS = (
+    "item_key",
+    "conversation_id",
+    "requested_code",
+    "agent_id",
+    "notes",
+    "communication_target",
+    "expected_code",
+    "status",
+    "message",
+    "attempts",
+    "first_run_id",
+    "last_run_id",
+    "created",
+    "updated",
+)
+_RUN_ROW_COLUMNS = (
+    "run_id",
+    "row",
+    "item_key",
+    "conversation_id",
+    "wrapup_code",
+    "status",
+    "message",
+)
+
+#: `Ledger.record`: one item's outcome (built once; SQLite gets the plain SQL with tuples).
+_RECORD_STATEMENT = (
+    update(items)
+    .where(items.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        message=bindparam("b_message"),
+        participant_id=bindparam("b_participant_id"),
+        communication_id=bindparam("b_communication_id"),
+        media=bindparam("b_media"),
+        previous_code=bindparam("b_previous_code"),
+        previous_code_name=bindparam("b_previous_code_name"),
+        http_status=bindparam("b_http_status"),
+        error_code=bindparam("b_error_code"),
+        context_id=bindparam("b_context_id"),
+        attempts=items.c.attempts + bindparam("b_attempts"),
+        last_run_id=bindparam("b_run_id"),
+        updated=bindparam("b_updated"),
+    )
+)
+_RECORD_SQLITE = (
+    "UPDATE items SET status = ?, message = ?, participant_id = ?, communication_id = ?, "
+    "media = ?, previous_code = ?, previous_code_name = ?, http_status = ?, error_code = ?, "
+    "context_id = ?, attempts = attempts + ?, last_run_id = ?, updated = ? WHERE id = ?"
 )
 
 #: Item statuses a run does not process again (`skipped` joins them under --on-existing skip).
@@ -153,6 +215,10 @@ DECIDED_BEFORE_WORK = (
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+#: When this process started using ledgers (as `now_iso` stamps compare: as strings).
+_PROCESS_STARTED = now_iso()
 
 
 def item_key(row: InputRow) -> str:
@@ -181,6 +247,7 @@ class WorkItem:
     previous_code_name: str | None
     communication_id: str | None = None
     expected_code: str | None = None
+    attempts: int = 0  # in_flight marks and applies recorded: a POST may have been sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +278,10 @@ class ItemUpdate:
     attempts: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ResultRow:
+class ResultRow(NamedTuple):
+    """One line of the results: the fields in `report.RESULT_COLUMNS` order. A named tuple
+    (not a dataclass): a million of them are built for a results file."""
+
     row: int
     conversation_id: str
     wrapup_code: str
@@ -252,18 +321,31 @@ def ledger_url(target: str) -> str:
 
 
 def masked(url: str) -> str:
+    """The URL for messages: as given (not re-rendered: `file:` stays readable), its password
+    hidden."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except ArgumentError:
         return url
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+#: SQLite page cache per connection, in KiB (memory is taken only as pages are read).
+SQLITE_CACHE_KB = 32 * 1024
+#: How long a SQLite ledger waits for another program's lock before giving up (milliseconds).
+BUSY_TIMEOUT_MS = 10_000
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA busy_timeout = 10000")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
+        # journal_mode = WAL is a property of the file: set once the file is known to be a
+        # ledger this version can use (`Ledger._prepare`), so that a refused file is untouched.
         cursor.execute("PRAGMA synchronous = NORMAL")
+        # A 32 MB page cache (SQLite's default is 2 MB) keeps the item-key index of a
+        # million-row ledger in memory while rows are ingested and joined to their items.
+        cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}")
     finally:
         cursor.close()
 
@@ -291,41 +373,70 @@ class Ledger:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         ledger = cls(engine, display)
-        ledger._prepare(create=create)
+        try:
+            ledger._prepare(create=create)
+        except BaseException:
+            engine.dispose()  # a refused file is left with no connection (nor -wal, -shm) open
+            raise
         return ledger
 
     def _prepare(self, *, create: bool) -> None:
         try:
             with self.engine.begin() as conn:
-                existing = set(self.engine.dialect.get_table_names(conn))
-                if "meta" not in existing:
-                    if existing - {"meta"} and "items" not in existing:
-                        raise LedgerError(
-                            f"{self.display} is a database but not a wrapup-batch ledger "
-                            f"(it has tables {', '.join(sorted(existing))}); "
-                            "give --ledger a new file"
-                        )
-                    if not create:
-                        raise LedgerError(f"{self.display} holds no wrapup-batch ledger yet")
-                    metadata.create_all(conn)
-                    conn.execute(
-                        insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION))
-                    )
-                    return
-                version = conn.execute(
-                    select(meta_table.c.value).where(meta_table.c.key == "schema_version")
-                ).scalar()
-                found = int(version or 0)
-                if found < SCHEMA_VERSION:
-                    _migrate(conn, found)
-                if found > SCHEMA_VERSION:
-                    raise LedgerError(
-                        f"{self.display} was written by a newer wrapup-batch (ledger schema "
-                        f"{found}, this version knows up to {SCHEMA_VERSION}); upgrade "
-                        "wrapup-batch, or give --ledger another file"
-                    )
+                if self.is_sqlite and create:
+                    # Check and create (or migrate) as one step: two runs opening a new ledger
+                    # at once would otherwise both find it empty and both try to create it.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                self._check_or_create(conn, create=create)
+            if self.is_sqlite and create:  # a ledger only read (status, report) is not changed
+                self._use_wal()
         except DBAPIError as exc:
             raise LedgerError(_db_failure(self.display, exc)) from None
+
+    def _use_wal(self) -> None:
+        """Switch the file to WAL (a no-op once it is in WAL).
+
+        The switch needs the file to itself and SQLite does not wait for that: another run
+        opening the ledger at the same moment makes it fail at once with "database is locked".
+        So it is tried again for as long as a lock would be waited for.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _check_or_create(self, conn: Any, *, create: bool) -> None:
+        existing = set(self.engine.dialect.get_table_names(conn))
+        if "meta" not in existing:
+            if existing - {"meta"} and "items" not in existing:
+                raise LedgerError(
+                    f"{self.display} is a database but not a wrapup-batch ledger "
+                    f"(it has tables {', '.join(sorted(existing))}); "
+                    "give --ledger a new file"
+                )
+            if not create:
+                raise LedgerError(f"{self.display} holds no wrapup-batch ledger yet")
+            metadata.create_all(conn)
+            conn.execute(insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+            return
+        version = conn.execute(
+            select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+        ).scalar()
+        found = int(version or 0)
+        if found > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.display} was written by a newer wrapup-batch (ledger schema "
+                f"{found}, this version knows up to {SCHEMA_VERSION}); upgrade "
+                "wrapup-batch, or give --ledger another file"
+            )
+        if found < SCHEMA_VERSION:
+            _migrate(conn, found)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -445,40 +556,76 @@ class Ledger:
     # -- ingest ---------------------------------------------------------------------------------
 
     def ingest(self, run_id: int, chunk: Sequence[InputRow]) -> None:
-        """Record one chunk of input rows, and a pending item for each new valid request."""
+        """Record one chunk of input rows, and a pending item for each new valid request.
+
+        One transaction per chunk. Values go to the database as tuples through the driver's
+        `executemany` on SQLite (SQLAlchemy's per-row parameter processing costs more than
+        SQLite's own work for a million rows); other databases take the Core statement.
+        """
         stamp = now_iso()
-        item_values: list[dict[str, Any]] = []
-        row_values: list[dict[str, Any]] = []
+        pending = Status.PENDING.value
+        item_values: list[tuple[Any, ...]] = []
+        row_values: list[tuple[Any, ...]] = []
         for row in chunk:
             if row.problem is not None:
-                status = row.status or Status.INVALID
-                row_values.append(_row_value(run_id, row, None, status, row.problem))
+                status = (row.status or Status.INVALID).value
+                row_values.append(
+                    (
+                        run_id,
+                        row.row,
+                        None,
+                        row.conversation_id,
+                        row.wrapup_code,
+                        status,
+                        row.problem,
+                    )
+                )
                 continue
             key = item_key(row)
-            row_values.append(_row_value(run_id, row, key, None, None))
+            row_values.append(
+                (run_id, row.row, key, row.conversation_id, row.wrapup_code, None, None)
+            )
             item_values.append(
-                {
-                    "item_key": key,
-                    "conversation_id": row.conversation_id,
-                    "requested_code": row.wrapup_code,
-                    "agent_id": row.agent_id or "",
-                    "notes": row.notes or "",
-                    "communication_target": row.communication_id or "",
-                    "expected_code": row.expected_code or "",
-                    "status": Status.PENDING.value,
-                    "message": "",
-                    "attempts": 0,
-                    "first_run_id": run_id,
-                    "last_run_id": run_id,
-                    "created": stamp,
-                    "updated": stamp,
-                }
+                (
+                    key,
+                    row.conversation_id,
+                    row.wrapup_code,
+                    row.agent_id or "",
+                    row.notes or "",
+                    row.communication_id or "",
+                    row.expected_code or "",
+                    pending,
+                    "",
+                    0,
+                    run_id,
+                    run_id,
+                    stamp,
+                    stamp,
+                )
             )
         with self._begin() as conn:
-            if item_values:
-                conn.execute(self._insert_ignore(items), item_values)
-            if row_values:
-                conn.execute(insert(run_rows), row_values)
+            self._bulk_insert(conn, items, _ITEM_COLUMNS, item_values, ignore_conflicts=True)
+            self._bulk_insert(conn, run_rows, _RUN_ROW_COLUMNS, row_values, ignore_conflicts=False)
+
+    def _bulk_insert(
+        self,
+        conn: Any,
+        table: Table,
+        columns: Sequence[str],
+        values: list[tuple[Any, ...]],
+        *,
+        ignore_conflicts: bool,
+    ) -> None:
+        if not values:
+            return
+        if self.is_sqlite:
+            verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
+            names = ", ".join(f'"{column}"' for column in columns)
+            marks = ", ".join("?" for _ in columns)
+            conn.exec_driver_sql(f"{verb} INTO {table.name} ({names}) VALUES ({marks})", values)
+            return
+        statement = self._insert_ignore(table) if ignore_conflicts else insert(table)
+        conn.execute(statement, [dict(zip(columns, value, strict=True)) for value in values])
 
     def _insert_ignore(self, table: Table) -> Any:
         if self.is_sqlite:
@@ -490,21 +637,55 @@ class Ledger:
         return insert(table).prefix_with("IGNORE")
 
     def mark_duplicates(self, run_id: int) -> int:
-        """Rows repeating an earlier row of the same run, to the letter, are `duplicate`."""
-        sql = text(
+        """Rows repeating an earlier row of the same run, to the letter, are `duplicate`.
+
+        Linear in the run's rows: the repeated keys are grouped once into a temporary table,
+        the run's rows are walked once against it (CROSS JOIN: SQLite keeps the run's rows as
+        the outer loop), and only the repeats are updated, through the primary key. (A
+        correlated MIN per row made SQLite scan the whole run for every row: quadratic.)
+        """
+        group = text(
             """
-            UPDATE run_rows SET status = :status,
-                message = 'same as row ' || (
-                    SELECT MIN(r2.row) FROM run_rows r2
-                    WHERE r2.run_id = run_rows.run_id AND r2.item_key = run_rows.item_key)
-            WHERE run_id = :run_id AND item_key IS NOT NULL AND row > (
-                SELECT MIN(r3.row) FROM run_rows r3
-                WHERE r3.run_id = run_rows.run_id AND r3.item_key = run_rows.item_key)
+            INSERT INTO wrapup_repeated (item_key, first_row)
+            SELECT item_key, MIN("row") FROM run_rows
+            WHERE run_id = :run_id AND item_key IS NOT NULL
+            GROUP BY item_key HAVING COUNT(*) > 1
             """
         )
+        find = text(
+            """
+            INSERT INTO wrapup_duplicates ("row", first_row)
+            SELECT r."row", g.first_row
+            FROM run_rows r CROSS JOIN wrapup_repeated g
+            WHERE r.run_id = :run_id AND g.item_key = r.item_key AND r."row" > g.first_row
+            """
+        )
+        mark = text(
+            """
+            UPDATE run_rows SET status = :status, message = 'same as row ' || (
+                SELECT d.first_row FROM wrapup_duplicates d WHERE d."row" = run_rows."row")
+            WHERE run_id = :run_id AND "row" IN (SELECT "row" FROM wrapup_duplicates)
+            """
+        )
+        temporary = {
+            "wrapup_repeated": "(item_key VARCHAR PRIMARY KEY, first_row INTEGER NOT NULL)",
+            "wrapup_duplicates": '("row" INTEGER PRIMARY KEY, first_row INTEGER NOT NULL)',
+        }
+        found = 0
         with self._begin() as conn:
-            result = conn.execute(sql, {"status": Status.DUPLICATE.value, "run_id": run_id})
-        return int(result.rowcount or 0)
+            for name, columns in temporary.items():
+                conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+                conn.execute(text(f"CREATE TEMPORARY TABLE {name} {columns}"))
+            try:
+                if conn.execute(group, {"run_id": run_id}).rowcount:
+                    conn.execute(find, {"run_id": run_id})
+                    count = text("SELECT COUNT(*) FROM wrapup_duplicates")
+                    found = int(conn.execute(count).scalar() or 0)
+                    conn.execute(mark, {"status": Status.DUPLICATE.value, "run_id": run_id})
+            finally:
+                for name in temporary:
+                    conn.execute(text(f"DROP TABLE {name}"))
+        return found
 
     # -- before the work: codes and conflicts ---------------------------------------------------
 
@@ -517,6 +698,13 @@ class Ledger:
 
     def requested_codes(self, run_id: int, done: Sequence[str]) -> list[str]:
         """The distinct wrap-up code values of the run's items still to do."""
+        # First the codes of any item not done, in one sequential pass over items: when
+        # there is none (a rerun of finished work), the join of every run row with its item
+        # (a random lookup each) is skipped.
+        candidates = select(items.c.requested_code).where(items.c.status.not_in(done)).limit(1)
+        with self.engine.connect() as conn:
+            if conn.execute(candidates).first() is None:
+                return []
         query = (
             select(items.c.requested_code)
             .distinct()
@@ -624,6 +812,7 @@ class Ledger:
                 items.c.previous_code_name,
                 items.c.communication_target,
                 items.c.expected_code,
+                items.c.attempts,
             )
             .select_from(run_rows.join(items, items.c.item_key == run_rows.c.item_key))
             .where(run_rows.c.run_id == run_id)
@@ -664,35 +853,44 @@ class Ledger:
                     previous_code_name=r[9],
                     communication_id=r[10] or None,
                     expected_code=r[11] or None,
+                    attempts=int(r[12] or 0),
                 )
                 for r in rows
             ]
             after = rows[-1][0]
 
     def record(self, run_id: int, updates: Sequence[ItemUpdate]) -> None:
-        """Write a batch of item outcomes in one transaction."""
+        """Write a batch of item outcomes in one transaction.
+
+        Called twice per applied row (the in_flight mark, then the outcome): on SQLite the
+        values go to the driver's `executemany` as tuples, the statement built once.
+        """
         if not updates:
             return
         stamp = now_iso()
-        statement = (
-            update(items)
-            .where(items.c.id == bindparam("b_id"))
-            .values(
-                status=bindparam("b_status"),
-                message=bindparam("b_message"),
-                participant_id=bindparam("b_participant_id"),
-                communication_id=bindparam("b_communication_id"),
-                media=bindparam("b_media"),
-                previous_code=bindparam("b_previous_code"),
-                previous_code_name=bindparam("b_previous_code_name"),
-                http_status=bindparam("b_http_status"),
-                error_code=bindparam("b_error_code"),
-                context_id=bindparam("b_context_id"),
-                attempts=items.c.attempts + bindparam("b_attempts"),
-                last_run_id=run_id,
-                updated=stamp,
-            )
-        )
+        if self.is_sqlite:
+            rows = [
+                (
+                    u.status,
+                    u.message,
+                    u.participant_id,
+                    u.communication_id,
+                    u.media,
+                    u.previous_code,
+                    u.previous_code_name,
+                    u.http_status,
+                    u.error_code,
+                    u.context_id,
+                    u.attempts,
+                    run_id,
+                    stamp,
+                    u.item_id,
+                )
+                for u in updates
+            ]
+            with self._begin() as conn:
+                conn.exec_driver_sql(_RECORD_SQLITE, rows)
+            return
         values = [
             {
                 "b_id": u.item_id,
@@ -707,11 +905,13 @@ class Ledger:
                 "b_error_code": u.error_code,
                 "b_context_id": u.context_id,
                 "b_attempts": u.attempts,
+                "b_run_id": run_id,
+                "b_updated": stamp,
             }
             for u in updates
         ]
         with self._begin() as conn:
-            conn.execute(statement, values)
+            conn.execute(_RECORD_STATEMENT, values)
 
     def iter_applied(self, run_id: int, *, batch: int = 1000) -> Iterator[list[AppliedItem]]:
         """The items this run applied (it was the last to write them), in input order."""
@@ -789,15 +989,50 @@ class Ledger:
         )
         if statuses:
             base = base.where(status.in_(list(statuses)))
-        after = 0
+        query = (
+            base.where(run_rows.c.row > bindparam("after_row", value=0))
+            .order_by(run_rows.c.row)
+            .limit(batch)
+        )
+        make = ResultRow._make
+        for rows in self._pages(query, "after_row"):
+            yield [make(r) for r in rows]
+
+    def _pages(self, query: Any, after: str) -> Iterator[list[tuple[Any, ...]]]:
+        """The pages of a keyset-paged query (first column: the key; bind `after`: the last
+        key seen), as plain tuples.
+
+        On SQLite the statement is compiled once and run on the driver's own cursor: for a
+        million rows, SQLAlchemy's Row objects cost more than SQLite's own work.
+        """
+        last: Any = 0
+        if not self.is_sqlite:
+            while True:
+                with self.engine.connect() as conn:
+                    rows = [tuple(r) for r in conn.execute(query, {after: last}).all()]
+                if not rows:
+                    return
+                yield rows
+                last = rows[-1][0]
+        compiled = query.compile(
+            dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        names = list(compiled.positiontup or ())
+        params = dict(compiled.params)
         while True:
-            query = base.where(run_rows.c.row > after).order_by(run_rows.c.row).limit(batch)
+            params[after] = last
             with self.engine.connect() as conn:
-                rows: list[Any] = list(conn.execute(query).all())
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                cursor = driver.cursor()
+                try:
+                    rows = cursor.execute(compiled.string, [params[n] for n in names]).fetchall()
+                finally:
+                    cursor.close()
             if not rows:
                 return
-            yield [ResultRow(*r) for r in rows]
-            after = rows[-1][0]
+            yield rows
+            last = rows[-1][0]
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -847,20 +1082,6 @@ def _migrate(conn: Any, found: int) -> None:
     )
 
 
-def _row_value(
-    run_id: int, row: InputRow, key: str | None, status: Status | None, message: str | None
-) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "row": row.row,
-        "item_key": key,
-        "conversation_id": row.conversation_id,
-        "wrapup_code": row.wrapup_code,
-        "status": status.value if status else None,
-        "message": message,
-    }
-
-
 def _run_info(row: Any) -> RunInfo:
     return RunInfo(
         id=int(row["id"]),
@@ -897,7 +1118,13 @@ def _check_sqlite_path(path: Path, display: str, *, create: bool) -> None:
 
 def _lock_is_stale(holder: Mapping[str, Any]) -> bool:
     if holder["host"] == socket.gethostname():
-        return not _pid_alive(int(holder["pid"]))
+        pid = int(holder["pid"])
+        if pid == os.getpid():
+            # Our own pid: a lock this process took (another Ledger object on the file), or
+            # one left by a dead process whose pid we now have (a restarted container's run
+            # is often pid 1 again): the latter was taken before this process started.
+            return str(holder["acquired"]) < _PROCESS_STARTED
+        return not _pid_alive(pid)
     try:
         beat = datetime.fromisoformat(str(holder["heartbeat"]))
     except ValueError:
@@ -906,8 +1133,6 @@ def _lock_is_stale(holder: Mapping[str, Any]) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -31,6 +31,7 @@ from wrapup_batch.errors import (
     AuthError,
     RequestRejectedError,
     TransientApiError,
+    WrapupBatchError,
 )
 from wrapup_batch.genesys import GenesysClient, is_permission_error
 from wrapup_batch.ledger import DONE, ItemUpdate, Ledger, WorkItem
@@ -49,6 +50,8 @@ EXIT_NOT_FINE = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
 EXIT_STOPPED = 4
+EXIT_BUSY = 5  # another run holds the ledger (LedgerBusyError)
+EXIT_INTERNAL = 6  # an unexpected error: a bug; the log has the details, a rerun resumes
 
 
 @dataclass(frozen=True)
@@ -210,8 +213,14 @@ class _Run:
             self.abort = err
         except RunAborted as aborted:
             self.abort = aborted.error
-        except BaseException:
-            self._finish(EXIT_USAGE, "stopped by an error")
+        except WrapupBatchError as err:
+            self._finish(err.exit_code, f"stopped: {err}")
+            raise
+        except KeyboardInterrupt:
+            self._finish(EXIT_STOPPED, "interrupted; a rerun settles the items left in flight")
+            raise
+        except BaseException as exc:
+            self._finish(EXIT_INTERNAL, f"stopped by an unexpected {type(exc).__name__}")
             raise
         return self._conclude()
 
@@ -517,9 +526,9 @@ class _Worker:
     def _decided(self, item: WorkItem, the_plan: Plan) -> ItemUpdate:
         assert the_plan.status is not None
         status, message = the_plan.status, the_plan.message
-        if item.status == Status.IN_FLIGHT.value and status == Status.UNCHANGED:
+        if status == Status.UNCHANGED and _may_have_landed(item):
             status = Status.APPLIED
-            message = "confirmed by reading it back after an interrupted run"
+            message = "confirmed by reading it back: an earlier attempt had landed"
         return self._update(item, the_plan, status, message)
 
     def _update(
@@ -532,7 +541,7 @@ class _Worker:
         http_status: int | None = None,
     ) -> ItemUpdate:
         targets = the_plan.targets
-        recovering = item.status == Status.IN_FLIGHT.value and item.previous_code is not None
+        recovering = _may_have_landed(item) and item.previous_code is not None
         previous = item.previous_code if recovering else _join(t.previous_code for t in targets)
         previous_names = (
             item.previous_code_name
@@ -578,6 +587,14 @@ class _Worker:
             context_id=err.context_id,
         )
         return ItemUpdate(**fields)
+
+
+def _may_have_landed(item: WorkItem) -> bool:
+    """Whether an earlier run may have written this item: its POST was sent (in_flight) and
+    then neither confirmed nor refused (interrupted, or failed with no answer or a 5xx)."""
+    return item.status == Status.IN_FLIGHT.value or (
+        item.status == Status.FAILED.value and item.attempts > 0
+    )
 
 
 def _status_for(err: ApiError, looking_up: bool) -> Status:

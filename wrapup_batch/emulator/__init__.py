@@ -27,8 +27,9 @@ Public API:
         .state.wrapups {communication id: Wrapup} is the current wrap-up state.
     Live knobs on .config (see EmulatorConfig): rate_limit, rate_window_s, token_ttl,
         latency_ms, latency_spike_rate, latency_spike_ms, fault_rate, random_seed, drop_rate,
-        ghost_write_rate, start_storm(seconds, retry_after=0), failing_conversations,
-        analytics_hidden, analytics_wrapup_lag_s, analytics_max_ids, max_page_size.
+        drop_after_rate, ghost_write_rate, start_storm(seconds, retry_after=0),
+        failing_conversations, analytics_hidden, analytics_wrapup_lag_s, analytics_max_ids,
+        max_page_size.
     generated_conversation_id(i: int) -> str    id of generated conversation i (0-based)
     default_seed_path() -> Path                 the packaged seed (= sample_data's)
     load_seed(path: Path | None = None, generate: int = 0) -> Seed

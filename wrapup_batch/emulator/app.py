@@ -213,6 +213,11 @@ async def _api_pipeline(
     if state.chance(config.latency_spike_rate):
         delay += config.latency_spike_ms
     if delay > 0:
+        if request.can_read_body:
+            # The request has arrived whole; it is the processing that is slow. A client that
+            # gives up meanwhile does not stop it (aiohttp does not cancel the handler), so a
+            # slow wrap-up POST still lands after its client timed out, as on a real server.
+            await request.read()
         await asyncio.sleep(delay / 1000)
     token, client = _authenticate(request, state)
     if client is None:
@@ -230,7 +235,10 @@ async def _api_pipeline(
         state.stats.faults += 1
         return genesys_error(status, code, message)
     request[CLIENT_KEY] = client
-    return await handler(request)
+    response = await handler(request)
+    if state.chance(config.drop_after_rate):
+        _drop(request)  # handled (a wrap-up stored), then the connection dies mid-response
+    return response
 
 
 def _authenticate(request: web.Request, state: EmulatorState) -> tuple[str, OAuthClient | None]:

@@ -36,7 +36,10 @@ class EmulatorConfig:
       re-seeds the generator, so a sequence of requests meets the same faults again.
     - `rate_window_s`: the rolling window of the rate limit (60 s like Genesys; tests shorten it).
     - `latency_spike_rate`, `latency_spike_ms`: extra latency on that fraction of requests.
-    - `drop_rate`: probability of closing the connection without any response.
+    - `drop_rate`: probability of closing the connection without any response, before the
+      request is handled.
+    - `drop_after_rate`: probability of handling the request (a wrap-up POST is stored) and then
+      closing the connection without the response: dropped mid-response.
     - `ghost_write_rate`: probability that an accepted wrap-up POST is stored but answered 504
       (the write happened, the client cannot know).
     - `storm_until` (a `time.monotonic()` deadline) and `storm_retry_after` (0: the time left):
@@ -61,6 +64,7 @@ class EmulatorConfig:
     latency_spike_rate: float = 0.0
     latency_spike_ms: int = 0
     drop_rate: float = 0.0
+    drop_after_rate: float = 0.0
     ghost_write_rate: float = 0.0
     storm_until: float = 0.0
     storm_retry_after: int = 0
