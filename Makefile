@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench bench-large clean
+.PHONY: demo test lint typecheck pytest bench bench-large clean bench-budget \
+	bench-default-limit bench-storm bench-seed-flow bench-concurrency bench-cpu bench-scale \
+	bench-emulator
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,11 +30,28 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-# Benchmarks write their figures to stdout and benchmarks/out/; RESULTS.md records them.
-bench: $(STAMP)
-	mkdir -p benchmarks/out
-	$(BIN)/python benchmarks/bench_emulator.py --duration 10 --json benchmarks/out/emulator.json
-	$(BIN)/python benchmarks/bench_run.py --rows 600 --limit 1200 --latency-ms 40 --json benchmarks/out/run_1200.json
+# Benchmarks (issue 6) write their figures to stdout and benchmarks/out/ (JSON and logs) and
+# their plots to benchmarks/*.png; benchmarks/RESULTS.md records them. They need the `bench`
+# extra (matplotlib, pyinstrument, py-spy), installed into .venv once (never by `make test`).
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_RUN := $(BIN)/python benchmarks/bench_all.py
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Everything but the 1M-row cases, in about 8 minutes: the rate-limited runs side by side,
+# then the CPU-bound ones one at a time; a summary against the targets at the end.
+bench: $(BENCH_STAMP)
+	$(BENCH_RUN)
+
+# The 1,000,000-row ingest / rerun / results case (and 100k beside it): a few minutes more.
+bench-large: $(BENCH_STAMP)
+	$(BENCH_RUN) --only large
+
+# One benchmark at a time.
+bench-budget bench-default-limit bench-storm bench-seed-flow bench-concurrency bench-cpu bench-scale bench-emulator: $(BENCH_STAMP)
+	$(BENCH_RUN) --only $(subst -,_,$(patsubst bench-%,%,$@))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
