@@ -170,7 +170,7 @@ def summary() -> list[str]:
                 share >= 0.95,
             )
             line(
-                f"T1 {mode['lookup']}: share of 429s",
+                f"T1 {mode['lookup']}: share of 429s (tool CPU {mode['tool_cpu_seconds']} s)",
                 mode["share_429"],
                 "< 1 %",
                 mode["share_429"] < 0.01,

@@ -2,7 +2,8 @@
 
 For each setting `LIMIT:LATENCY_MS` and each concurrency N, an emulator with that limit and
 latency and `wrapup-batch run --concurrency N` (default lookup) applying the ideal rows for
-SECONDS seconds. The settings run at the same time (each its own emulators); the levels of one
+SECONDS seconds (stopped by `--max-runtime` at 1.5 x SECONDS when latency-bound). The
+settings run at the same time (each its own emulators); the levels of one
 setting one after another. A worker needs about 2 x latency (+ client time) per row, so
 with too few workers the run is latency-bound below the limit.
 
@@ -51,8 +52,17 @@ def sweep(
     }
     for level in levels:
         with emulator(generate=rows, rate_limit=limit, latency_ms=latency_ms) as emu:
+            # Latency-bound levels would take much longer than SECONDS to apply the rows:
+            # --max-runtime stops them (exit 4) and the rate is over what they applied.
+            cap = ["--max-runtime", f"{int(seconds * 1.5)}s"]
             run = run_tool(
-                folder, emu.env, input_csv, limit=limit, concurrency=level, name=f"c{level}"
+                folder,
+                emu.env,
+                input_csv,
+                limit=limit,
+                concurrency=level,
+                extra=cap,
+                name=f"c{level}",
             )
             stats = emu.stats()
         rate = run.summary["applied_per_minute"]
