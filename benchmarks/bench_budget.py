@@ -150,7 +150,7 @@ def plot(path: Path, results: list[dict[str, Any]], limit: int, latency_ms: int)
         f"wrapup-batch against the emulator: {limit} requests/min, {latency_ms} ms latency"
     )
     top.grid(alpha=0.3)
-    top.legend(fontsize=8, loc="upper left")
+    top.legend(fontsize=8, loc="lower right")
     bottom.set_xlabel("seconds since the first row applied")
     bottom.set_ylabel("rows/min per 10 s\n(dashed: ideal)")
     bottom.grid(alpha=0.3)
