@@ -59,14 +59,9 @@ def write_results(
 ) -> int:
     """Write the run's rows (optionally only some statuses) to `path`; return how many."""
     tmp = path.with_name(path.name + ".part")
-    written = 0
     try:
         with tmp.open("w", encoding="utf-8-sig", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(RESULT_COLUMNS)
-            for page in ledger.iter_results(run_id, statuses=statuses):
-                writer.writerows(_cells(row) for row in page)
-                written += len(page)
+            written = write_results_to(ledger, run_id, handle, statuses=statuses)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
