@@ -39,7 +39,7 @@ from test_run_cli import (
     write_csv,
 )
 
-from wrapup_batch import cli
+from wrapup_batch import genesys
 from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, generated_conversation_id
 from wrapup_batch.genesys import ApiSettings, GenesysClient, RequestNotSentError
 
@@ -271,7 +271,7 @@ def test_a_failing_conversation_does_not_hold_up_the_rest(
 ) -> None:
     """With real (if shortened) backoff the failing row takes seconds; the others do not wait."""
     monkeypatch.setattr(
-        cli,
+        genesys,
         "GenesysClient",
         functools.partial(GenesysClient, backoff_initial=0.1, backoff_max=1.0),
     )

@@ -35,7 +35,7 @@ import openpyxl  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner
 
-from wrapup_batch import cli
+from wrapup_batch import genesys
 from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle
 from wrapup_batch.genesys import GenesysClient
@@ -157,7 +157,7 @@ def emulator_config() -> EmulatorConfig:
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's client with millisecond backoff, so that 5 attempts take no seconds."""
     monkeypatch.setattr(
-        cli,
+        genesys,
         "GenesysClient",
         functools.partial(GenesysClient, backoff_initial=0.01, backoff_max=0.05),
     )

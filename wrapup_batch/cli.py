@@ -24,13 +24,19 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from click.core import ParameterSource
 from tqdm import tqdm
 
 from wrapup_batch import __version__
+from wrapup_batch.api_settings import (
+    PERMISSIONS,
+    ApiSettings,
+    is_permission_error,
+    settings_from_env,
+)
 from wrapup_batch.codes import CodeCatalog, WrapupCode
 from wrapup_batch.errors import (
     ApiError,
@@ -39,14 +45,6 @@ from wrapup_batch.errors import (
     RequestRejectedError,
     UsageError,
     WrapupBatchError,
-)
-from wrapup_batch.genesys import (
-    PERMISSIONS,
-    ApiSettings,
-    GenesysClient,
-    RetryNotice,
-    is_permission_error,
-    settings_from_env,
 )
 from wrapup_batch.jobs import load_job, parse_duration
 from wrapup_batch.ledger import DEFAULT_LEDGER, Ledger, RunInfo
@@ -73,6 +71,9 @@ from wrapup_batch.runner import (
 )
 from wrapup_batch.sources import SourceSpec, describe_source, normalise_conversation_id
 from wrapup_batch.throttle import Throttle
+
+if TYPE_CHECKING:  # the SDK is imported only by commands that call the API (see _new_client)
+    from wrapup_batch.genesys import GenesysClient, RetryNotice
 
 log = logging.getLogger("wrapup_batch")
 
@@ -686,12 +687,7 @@ def _execute(
             def client_factory(throttle: Throttle) -> GenesysClient:
                 current = ledger.get_run()  # this run: started, and the ledger lock is ours
                 _LogContext.run_id = current.id if current is not None else None
-                return GenesysClient(
-                    api,
-                    throttle=throttle,
-                    pool_size=options.concurrency + 2,
-                    on_retry=_log_retry,
-                )
+                return _new_client(api, throttle, pool_size=options.concurrency + 2)
 
             if spec is not None:
                 result = run_batch(
@@ -749,7 +745,16 @@ def _api_options(fn: F) -> F:
 
 def _client(api: ApiSettings, rate_limit: float) -> GenesysClient:
     _REDACT.add(api.client_secret)
-    return GenesysClient(api, throttle=Throttle(rate_limit), on_retry=_log_retry)
+    return _new_client(api, Throttle(rate_limit))
+
+
+def _new_client(api: ApiSettings, throttle: Throttle, pool_size: int = 8) -> GenesysClient:
+    """The SDK client. The SDK is imported here, the first time a command needs the API: the
+    import costs ~2.5 s and ~220 MB, which `status`, `report` and a rerun with nothing left to
+    do never pay (benchmarks/RESULTS.md, target 4)."""
+    from wrapup_batch.genesys import GenesysClient
+
+    return GenesysClient(api, throttle=throttle, pool_size=pool_size, on_retry=_log_retry)
 
 
 def _read_codes(client: GenesysClient) -> list[WrapupCode]:

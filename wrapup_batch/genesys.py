@@ -14,21 +14,20 @@ dropped connection, 5xx) is never resent blind: the wrap-up is read back first.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import certifi
+import PureCloudPlatformClientV2
 import urllib3
 from PureCloudPlatformClientV2 import (
-    AnalyticsApi,
     ApiClient,
     ConversationsApi,
     PureCloudRegionHosts,
@@ -45,6 +44,17 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from wrapup_batch.api_settings import (
+    ENV_API_HOST,
+    ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET,
+    ENV_REGION,
+    PERMISSIONS,
+    ApiSettings,
+    is_permission_error,
+    resolve_host,
+    settings_from_env,
+)
 from wrapup_batch.codes import WrapupCode, code_from_json
 from wrapup_batch.errors import (
     ApiError,
@@ -52,18 +62,49 @@ from wrapup_batch.errors import (
     RateLimitedError,
     RequestRejectedError,
     TransientApiError,
-    UsageError,
 )
 from wrapup_batch.throttle import Throttle, ThrottleStopped
+
+__all__ = [
+    "ENV_API_HOST",
+    "ENV_CLIENT_ID",
+    "ENV_CLIENT_SECRET",
+    "ENV_REGION",
+    "MEDIA_METHODS",
+    "PERMISSIONS",
+    "ApiSettings",
+    "GenesysClient",
+    "PureCloudRegionHosts",
+    "RetryNotice",
+    "Transport",
+    "is_permission_error",
+    "map_api_exception",
+    "resolve_host",
+    "settings_from_env",
+]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ENV_CLIENT_ID = "GENESYSCLOUD_OAUTHCLIENT_ID"
-ENV_CLIENT_SECRET = "GENESYSCLOUD_OAUTHCLIENT_SECRET"
-ENV_REGION = "GENESYSCLOUD_REGION"
-ENV_API_HOST = "GENESYSCLOUD_API_HOST"
+
+def _stop_config_watcher() -> None:
+    """Turn off the SDK's watcher of `~/.genesyscloudpython/config`.
+
+    Importing the SDK creates its `Configuration`, which starts a watchdog observer on the
+    config file's folder or, when that folder is missing, on the nearest existing parent (the
+    home directory), recursively: thousands of inotify watches and, measured, a whole core
+    burnt while a run waits on the rate limit. The tool reads no SDK config file (its settings
+    come from the environment), so nothing is lost.
+    """
+    config = PureCloudPlatformClientV2.configuration
+    config.live_reload_config = False
+    observer = getattr(config, "_observer", None)
+    if observer is not None:
+        observer.unschedule_all()
+
+
+_stop_config_watcher()
 
 #: Media whose wrap-up the tool can set: path segment -> SDK method infix.
 MEDIA_METHODS: Mapping[str, str] = {
@@ -76,84 +117,6 @@ MEDIA_METHODS: Mapping[str, str] = {
     "cobrowsesessions": "cobrowsesession",
     "screenshares": "screenshare",
 }
-
-PERMISSIONS = {
-    "codes": "routing:wrapupCode:view",
-    "conversation": "conversation:communication:view",
-    "wrapup": "conversation:participant:wrapup",
-    "analytics": "analytics:conversationDetail:view",
-}
-
-
-# -- configuration --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ApiSettings:
-    """Where and as whom to connect. The secret never appears in `repr()`."""
-
-    host: str
-    client_id: str
-    client_secret: str = field(repr=False)
-    timeout: float = 30.0
-
-
-def resolve_host(region: str | None, api_host: str | None) -> str:
-    """The API base URL from `GENESYSCLOUD_API_HOST` (wins) or `GENESYSCLOUD_REGION`."""
-    if api_host:
-        return _check_host(api_host.rstrip("/"))
-    if not region:
-        return PureCloudRegionHosts.us_east_1.get_api_host()  # type: ignore[no-any-return]
-    key = region.strip().lower().replace("-", "_")
-    try:
-        return PureCloudRegionHosts[key].get_api_host()  # type: ignore[no-any-return]
-    except KeyError:
-        known = ", ".join(sorted(h.name.replace("_", "-") for h in PureCloudRegionHosts))
-        raise UsageError(
-            f"{ENV_REGION}={region!r} is not a Genesys Cloud region; use one of: {known}, "
-            f"or set {ENV_API_HOST} to the API's base URL"
-        ) from None
-
-
-def _check_host(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(
-            f"{ENV_API_HOST}={url!r} is not a base URL like https://api.mypurecloud.com"
-        )
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise UsageError(
-            f"{ENV_API_HOST}={url!r} uses plain http to a host that is not this machine; "
-            "Genesys Cloud is only reached over https (plain http is for the local emulator)"
-        )
-    return url
-
-
-def _is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
-
-
-def settings_from_env(env: Mapping[str, str], *, timeout: float = 30.0) -> ApiSettings:
-    """Read the ecosystem's environment variables; name the missing ones."""
-    missing = [name for name in (ENV_CLIENT_ID, ENV_CLIENT_SECRET) if not env.get(name)]
-    if missing:
-        raise UsageError(
-            f"set {' and '.join(missing)} to an OAuth client-credentials client of your org "
-            "(or use --sandbox to run against the built-in emulator)"
-        )
-    host = resolve_host(env.get(ENV_REGION), env.get(ENV_API_HOST))
-    return ApiSettings(
-        host=host,
-        client_id=env[ENV_CLIENT_ID],
-        client_secret=env[ENV_CLIENT_SECRET],
-        timeout=timeout,
-    )
-
 
 # -- transport ------------------------------------------------------------------------------
 
@@ -304,11 +267,6 @@ def _str_or_none(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def is_permission_error(err: ApiError) -> bool:
-    """A 403 that says the client lacks a permission (as opposed to one conversation's division)."""
-    return err.status == 403 and bool(err.code) and "permission" in (err.code or "")
-
-
 # -- retries --------------------------------------------------------------------------------
 
 
@@ -389,7 +347,6 @@ class GenesysClient:
         )
         self._conversations = ConversationsApi(self.api_client)
         self._routing = RoutingApi(self.api_client)
-        self._analytics = AnalyticsApi(self.api_client)
         self._auth_lock = threading.Lock()
         self._token_generation = 0
         self._count_lock = threading.Lock()
@@ -448,22 +405,43 @@ class GenesysClient:
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any]:
         """GET /api/v2/conversations/{id}, as the API's camelCase JSON."""
-        result = self._call(
-            "GET",
-            f"/api/v2/conversations/{conversation_id}",
-            lambda: self._conversations.get_conversation(conversation_id),
+        return self._get_json(
+            "/api/v2/conversations/{conversationId}", path={"conversationId": conversation_id}
         )
-        return self.api_client.sanitize_for_serialization(result)  # type: ignore[no-any-return]
 
     def get_conversation_details(self, conversation_ids: list[str]) -> list[dict[str, Any]]:
         """The analytics multi-get: the conversations analytics knows, as camelCase JSON."""
-        result = self._call(
-            "GET",
-            "/api/v2/analytics/conversations/details",
-            lambda: self._analytics.get_analytics_conversations_details(id=conversation_ids),
+        data = self._get_json(
+            "/api/v2/analytics/conversations/details", query={"id": conversation_ids}
         )
-        data = self.api_client.sanitize_for_serialization(result) or {}
         return list(data.get("conversations") or [])
+
+    def _get_json(
+        self, template: str, *, path: Mapping[str, str] | None = None, query: Any = None
+    ) -> dict[str, Any]:
+        """A GET through the SDK's `call_api` (auth, headers, transport) answered as plain JSON.
+
+        The typed SDK methods (`get_conversation`, `get_analytics_conversations_details`) build
+        model objects that the planner would only turn back into JSON: measured, that round
+        trip was a fifth of the tool's CPU per row (benchmarks/RESULTS.md, target 5).
+        """
+        shown = template
+        for key, value in (path or {}).items():
+            shown = shown.replace("{" + key + "}", value)
+
+        def get() -> Any:
+            return self.api_client.call_api(
+                template,
+                "GET",
+                path_params=dict(path or {}),
+                query_params=dict(query or {}),
+                header_params={"Accept": "application/json", "Content-Type": "application/json"},
+                response_type="object",
+                auth_settings=["PureCloud OAuth"],
+            )
+
+        data = self._call("GET", shown, get)
+        return data if isinstance(data, dict) else {}
 
     def get_wrapup(
         self, media: str, conversation_id: str, participant_id: str, communication_id: str

@@ -23,8 +23,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from wrapup_batch.api_settings import is_permission_error
 from wrapup_batch.codes import CodeCatalog
 from wrapup_batch.errors import (
     ApiError,
@@ -33,7 +34,6 @@ from wrapup_batch.errors import (
     TransientApiError,
     WrapupBatchError,
 )
-from wrapup_batch.genesys import GenesysClient, is_permission_error
 from wrapup_batch.ledger import DONE, ItemUpdate, Ledger, WorkItem
 from wrapup_batch.models import FINE, UNFINISHED, InputRow, Status
 from wrapup_batch.planner import ConversationView, OnExisting, ParticipantMode, Plan, plan
@@ -42,6 +42,9 @@ from wrapup_batch.planner import conversation_from_json as parse_conversation
 from wrapup_batch.revert import check_revertible, revert_rows
 from wrapup_batch.sources import SourceSpec, describe_source, read_rows
 from wrapup_batch.throttle import Throttle, ThrottleStopped
+
+if TYPE_CHECKING:  # built by the caller's ClientFactory: this module never imports the SDK
+    from wrapup_batch.genesys import GenesysClient
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ LookupMode = Literal["conversations", "analytics"]
 #: After a stop signal, how long requests waiting on the throttle may go on before they are
 #: abandoned (their items stay pending or in_flight and the next run settles them).
 STOP_GRACE_SECONDS = 10.0
-ClientFactory = Callable[[Throttle], GenesysClient]
+ClientFactory = Callable[[Throttle], "GenesysClient"]
 
 
 @dataclass

@@ -1,0 +1,130 @@
+"""How the tool uses the official SDK (issue 6): imported only by commands that call the API,
+its config-file watcher switched off, and conversations read as the API's plain JSON.
+
+The import costs seconds and hundreds of MB (benchmarks/RESULTS.md), so `status`, `report` and a
+rerun with nothing left to do must not pay it; the SDK's watcher of
+`~/.genesyscloudpython/config` can end up watching the whole home directory and burning a core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_run_cli import ENV_NAMES, api_requests, write_csv
+
+from wrapup_batch.api_settings import ApiSettings
+from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, generated_conversation_id
+from wrapup_batch.genesys import GenesysClient
+
+#: Runs the CLI, then says on its last stderr line whether the SDK got imported.
+CLI_REPORTING_IMPORTS = textwrap.dedent(
+    """
+    import sys
+    from wrapup_batch.cli import main
+    try:
+        main(sys.argv[1:], prog_name="wrapup-batch")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    sdk = "PureCloudPlatformClientV2" in sys.modules
+    print("SDK imported" if sdk else "SDK not imported", file=sys.stderr)
+    sys.exit(code)
+    """
+)
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    return EmulatorConfig(rate_limit=0, generate=10)
+
+
+def cli(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-c", CLI_REPORTING_IMPORTS, *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stderr.strip().splitlines()[-1]
+
+
+def test_only_commands_that_call_the_api_import_the_sdk(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    rows = [[generated_conversation_id(i), "Sales"] for i in range(5)]
+    source = write_csv(tmp_path / "in.csv", ["conversation_id", "wrapup_code"], rows)
+    env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES} | emulator.env()
+    ledger = ["--ledger", str(tmp_path / "ledger.db")]
+
+    assert cli(tmp_path, env, "run", str(source), *ledger, "-q") == (0, "SDK imported")
+    requests_before = api_requests(emulator.stats())
+
+    # everything is applied: the rerun has nothing to send, and needs no SDK
+    assert cli(tmp_path, env, "run", str(source), *ledger, "-q") == (0, "SDK not imported")
+    assert api_requests(emulator.stats()) == requests_before
+    assert cli(tmp_path, env, "status", *ledger) == (0, "SDK not imported")
+    report = ["report", *ledger, "-o", str(tmp_path / "report.csv")]
+    assert cli(tmp_path, env, *report) == (0, "SDK not imported")
+    assert (tmp_path / "report.csv").read_text("utf-8-sig").count("applied") == 5
+    # and a command that calls the API does import it
+    assert cli(tmp_path, env, "codes") == (0, "SDK imported")
+
+
+def test_the_sdk_config_watcher_is_switched_off_once_the_client_module_is_imported(
+    tmp_path: Path,
+) -> None:
+    """With no ~/.genesyscloudpython the SDK watches the home directory, recursively; the
+    tool's client module unschedules that (forced here, as the SDK's start-up race may not)."""
+    script = textwrap.dedent(
+        """
+        import time
+        import PureCloudPlatformClientV2 as sdk
+        config = sdk.configuration
+        for _ in range(200):
+            if config._observer is not None:
+                break
+            time.sleep(0.01)
+        config._config_updater()  # what the SDK does when its thread wins the race
+        print(len(config._observer.emitters), config.live_reload_config)
+        import wrapup_batch.genesys
+        print(len(config._observer.emitters), config.live_reload_config)
+        """
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = os.environ | {"HOME": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["1 True", "0 False"]
+
+
+def test_a_conversation_is_read_as_the_apis_own_json(emulator: EmulatorHandle) -> None:
+    """The client reads conversations without the SDK's model round trip: what the planner
+    gets is exactly what the API sent, unknown fields and timestamps' text included."""
+    conversation_id = generated_conversation_id(3)
+    client = GenesysClient(
+        ApiSettings(emulator.base_url, emulator.client_id, emulator.client_secret, 10.0)
+    )
+    client.authenticate()
+    token = client.api_client.access_token
+    request = urllib.request.Request(
+        f"{emulator.base_url}/api/v2/conversations/{conversation_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        expected = json.load(response)
+
+    assert client.get_conversation(conversation_id) == expected
+    details = client.get_conversation_details([conversation_id])
+    assert [d["conversationId"] for d in details] == [conversation_id]
