@@ -9,14 +9,17 @@ with an apostrophe.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from sqlalchemy import ColumnElement, case, func, literal
+
 from wrapup_batch.errors import UsageError
-from wrapup_batch.ledger import Ledger, ResultRow, RunInfo
+from wrapup_batch.ledger import Ledger, RunInfo
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
 
 RESULT_COLUMNS = (
@@ -40,21 +43,15 @@ RESULT_COLUMNS = (
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def neutralise(value: object) -> str:
-    """A cell as text that a spreadsheet shows and does not evaluate."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
-def _cells(row: ResultRow) -> list[str]:
-    """`neutralise` over a row, inlined: a million rows go through here for a results file.
-    Only text can start like a formula (the numbers are row numbers and HTTP statuses)."""
-    return [
-        ("'" + v if v.startswith(_FORMULA_STARTS) else v)
-        if type(v) is str
-        else ("" if v is None else str(v))
-        for v in row
-    ]
+def neutralise_sql(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A text cell that a spreadsheet shows and does not evaluate: prefixed with an apostrophe
+    when it starts like a formula. An SQL expression, which the ledger wraps around each text
+    column of the results, so that a million rows go from SQLite to the CSV writer without a
+    Python step per cell (the numbers, row numbers and HTTP statuses, never start so)."""
+    return case(
+        (func.substr(column, 1, 1).in_(_FORMULA_STARTS), literal("'").concat(column)),
+        else_=column,
+    )
 
 
 def write_results(
@@ -84,13 +81,18 @@ def write_results_to(
     statuses: Sequence[str] | None = None,
 ) -> int:
     """Write the run's rows as the results CSV to an open text stream (no BOM); return how many."""
-    writer = csv.writer(handle)
-    writer.writerow(RESULT_COLUMNS)
+    handle.write(_csv_text([RESULT_COLUMNS]))
     written = 0
-    for page in ledger.iter_results(run_id, statuses=statuses):
-        writer.writerows(_cells(row) for row in page)
+    for page in ledger.iter_result_tuples(run_id, statuses=statuses, cell=neutralise_sql):
+        handle.write(_csv_text(page))  # one write a page: the encoder runs once, not per row
         written += len(page)
     return written
+
+
+def _csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)  # None is written as an empty cell
+    return buffer.getvalue()
 
 
 def write_summary_json(path: Path, summary: Mapping[str, Any]) -> None:
