@@ -197,24 +197,36 @@ def test_a_missing_folder_is_named(tmp_path: Path) -> None:
         Ledger.open(str(tmp_path / "nowhere" / "l.db"))
 
 
-def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("schema", [1, 2])
+def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, schema: int) -> None:
     path = tmp_path / "old.db"
     ledger = Ledger.open(str(path))
     run_id = _start(ledger)
-    ledger.ingest(run_id, [InputRow(1, A, "Sales")])
+    ledger.ingest(run_id, [InputRow(1, A, "Sales"), InputRow(2, B, "Sales")])
     ledger.close()
-    with sqlite3.connect(path) as conn:  # make it look like a schema-1 ledger
-        conn.execute("ALTER TABLE items DROP COLUMN communication_target")
-        conn.execute("ALTER TABLE items DROP COLUMN expected_code")
-        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with sqlite3.connect(path) as conn:  # make it look like a ledger of that schema
+        conn.execute("ALTER TABLE run_rows DROP COLUMN item_id")  # added in schema 3
+        if schema == 1:
+            conn.execute("ALTER TABLE items DROP COLUMN communication_target")
+            conn.execute("ALTER TABLE items DROP COLUMN expected_code")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(schema),))
 
     migrated = Ledger.open(str(path))
 
     with sqlite3.connect(path) as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        links = conn.execute(
+            "SELECT rr.row, i.conversation_id FROM run_rows rr JOIN items i ON i.id = rr.item_id"
+        ).fetchall()
     assert {"communication_target", "expected_code"} <= columns
-    assert version == ("2",)
-    [[work]] = list(migrated.iter_work(run_id, DONE))
-    assert (work.conversation_id, work.communication_id) == (A, None)
+    assert version == ("3",)
+    assert sorted(links) == [(1, A), (2, B)]
+    work = [w for page in migrated.iter_work(run_id, DONE) for w in page]
+    assert [(w.conversation_id, w.communication_id) for w in work] == [(A, None), (B, None)]
+    rows = [r for page in migrated.iter_results(run_id) for r in page]
+    assert [(r.row, r.conversation_id, r.status) for r in rows] == [
+        (1, A, "pending"),
+        (2, B, "pending"),
+    ]
     migrated.close()

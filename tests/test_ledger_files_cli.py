@@ -38,7 +38,7 @@ from wrapup_batch import ledger as ledger_module
 from wrapup_batch import runner
 from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, generated_conversation_id
-from wrapup_batch.ledger import Ledger
+from wrapup_batch.ledger import SCHEMA_VERSION, Ledger
 
 SMALL = [[conv(1), "Sales"], [conv(4), "Complaint"], [conv(5), "Sales"]]
 
@@ -187,7 +187,9 @@ def test_a_ledger_from_a_newer_version_is_refused_untouched(
 ) -> None:
     with sqlite3.connect(real_ledger) as db:
         db.execute(f"PRAGMA journal_mode = {journal}")
-        db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
     db.close()
     before = snapshot(real_ledger)
 
@@ -197,7 +199,7 @@ def test_a_ledger_from_a_newer_version_is_refused_untouched(
         run,
         emulator,
         str(real_ledger),
-        "was written by a newer wrapup-batch (ledger schema 3",
+        f"was written by a newer wrapup-batch (ledger schema {SCHEMA_VERSION + 1}",
         "upgrade wrapup-batch, or give --ledger another file",
     )
     assert snapshot(real_ledger) == before

@@ -8,7 +8,8 @@ SQLAlchemy Core; SQLite by default (a path), any SQLAlchemy URL accepted. Tables
   notes) through `item_key`; holds the outcome: status, message, participant and
   communication ids, previous code, HTTP status, Genesys error code and contextId, attempts.
   An item outlives runs: a rerun finds it and does not redo it.
-- `run_rows`: one row per input row of a run, pointing at its item; row-level statuses
+- `run_rows`: one row per input row of a run, pointing at its item (`item_key`, and `item_id`
+  for joins); row-level statuses
   (`invalid`, `duplicate`) live here, everything else on the item.
 - `lock`: at most one row: the live run that owns the ledger.
 
@@ -65,7 +66,7 @@ from sqlalchemy.exc import (
 from wrapup_batch.errors import LedgerBusyError, LedgerError
 from wrapup_batch.models import InputRow, Status
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_LEDGER = "wrapup-ledger.db"
 STALE_LOCK_SECONDS = 300
 
@@ -136,9 +137,13 @@ run_rows = Table(
     Column("wrapup_code", Text, nullable=False),
     Column("status", String),
     Column("message", Text),
+    # schema 3: the item's id (its rowid), which run rows are joined to their items by: in
+    # input order, the items are then read nearly in order, where the random item keys made
+    # every row a lookup in the key index (a million-row results file: 4.6 s -> 2.0 s of SQL)
+    Column("item_id", Integer),
     # No index on (run_id, item_key): kept up to date on every ingested row, in the random
     # order of the keys, it cost more than half of a million-row ingest. Every query walks
-    # a run's rows by the primary key and reaches items through items.item_key; ledgers
+    # a run's rows by the primary key and reaches items through item_id; ledgers
     # created before keep theirs (harmless).
 )
 
@@ -154,6 +159,7 @@ lock_table = Table(
 )
 
 #: The columns `ingest` writes, in the order of its value tuples.
+#: What `Ledger.ingest` binds per item (the rest of a new item is the same for every row).
 _ITEM_COLUMNS = (
     "item_key",
     "conversation_id",
@@ -162,23 +168,27 @@ _ITEM_COLUMNS = (
     "notes",
     "communication_target",
     "expected_code",
-    "status",
-    "message",
-    "attempts",
-    "first_run_id",
-    "last_run_id",
-    "created",
-    "updated",
 )
-_RUN_ROW_COLUMNS = (
-    "run_id",
-    "row",
-    "item_key",
-    "conversation_id",
-    "wrapup_code",
-    "status",
-    "message",
+
+
+#: `Ledger.ingest`: each new run row gets its item's id.
+_LINK_ITEMS = (
+    update(run_rows)
+    .where(run_rows.c.run_id == bindparam("b_run_id"))
+    .where(run_rows.c.row.between(bindparam("b_first"), bindparam("b_last")))
+    .where(run_rows.c.item_key.is_not(None))
+    .values(
+        item_id=select(items.c.id).where(items.c.item_key == run_rows.c.item_key).scalar_subquery()
+    )
 )
+
+
+def _sql_literal(value: int | str) -> str:
+    """An integer or text as an SQL literal (text quoted, quotes doubled)."""
+    if isinstance(value, int):
+        return str(int(value))
+    return "'" + value.replace("'", "''") + "'"
+
 
 #: `Ledger.record`: one item's outcome (built once; SQLite gets the plain SQL with tuples).
 _RECORD_STATEMENT = (
@@ -566,28 +576,18 @@ class Ledger:
         SQLite's own work for a million rows); other databases take the Core statement.
         """
         stamp = now_iso()
-        pending = Status.PENDING.value
         item_values: list[tuple[Any, ...]] = []
         row_values: list[tuple[Any, ...]] = []
+        invalid_values: list[tuple[Any, ...]] = []
         for row in chunk:
             if row.problem is not None:
                 status = (row.status or Status.INVALID).value
-                row_values.append(
-                    (
-                        run_id,
-                        row.row,
-                        None,
-                        row.conversation_id,
-                        row.wrapup_code,
-                        status,
-                        row.problem,
-                    )
+                invalid_values.append(
+                    (row.row, row.conversation_id, row.wrapup_code, status, row.problem)
                 )
                 continue
             key = item_key(row)
-            row_values.append(
-                (run_id, row.row, key, row.conversation_id, row.wrapup_code, None, None)
-            )
+            row_values.append((row.row, key, row.conversation_id, row.wrapup_code))
             item_values.append(
                 (
                     key,
@@ -597,18 +597,40 @@ class Ledger:
                     row.notes or "",
                     row.communication_id or "",
                     row.expected_code or "",
-                    pending,
-                    "",
-                    0,
-                    run_id,
-                    run_id,
-                    stamp,
-                    stamp,
                 )
             )
+        new_item: dict[str, int | str] = {
+            "status": Status.PENDING.value,
+            "message": "",
+            "attempts": 0,
+            "first_run_id": run_id,
+            "last_run_id": run_id,
+            "created": stamp,
+            "updated": stamp,
+        }
         with self._begin() as conn:
-            self._bulk_insert(conn, items, _ITEM_COLUMNS, item_values, ignore_conflicts=True)
-            self._bulk_insert(conn, run_rows, _RUN_ROW_COLUMNS, row_values, ignore_conflicts=False)
+            self._bulk_insert(
+                conn, items, _ITEM_COLUMNS, item_values, new_item, ignore_conflicts=True
+            )
+            self._bulk_insert(
+                conn,
+                run_rows,
+                ("row", "item_key", "conversation_id", "wrapup_code"),
+                row_values,
+                {"run_id": run_id},
+            )
+            if row_values:  # the rows' item ids: one statement, while the pages are in cache
+                conn.execute(
+                    _LINK_ITEMS,
+                    {"b_run_id": run_id, "b_first": row_values[0][0], "b_last": row_values[-1][0]},
+                )
+            self._bulk_insert(
+                conn,
+                run_rows,
+                ("row", "conversation_id", "wrapup_code", "status", "message"),
+                invalid_values,
+                {"run_id": run_id},
+            )
 
     def _bulk_insert(
         self,
@@ -616,19 +638,27 @@ class Ledger:
         table: Table,
         columns: Sequence[str],
         values: list[tuple[Any, ...]],
+        constants: Mapping[str, int | str],
         *,
-        ignore_conflicts: bool,
+        ignore_conflicts: bool = False,
     ) -> None:
+        """Insert `values` (tuples in `columns` order), each with the same `constants`.
+
+        On SQLite the constants are written into the statement, so that only what differs
+        from row to row is bound: binding is most of `executemany`'s own cost.
+        """
         if not values:
             return
         if self.is_sqlite:
             verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
-            names = ", ".join(f'"{column}"' for column in columns)
-            marks = ", ".join("?" for _ in columns)
+            names = ", ".join(f'"{column}"' for column in (*columns, *constants))
+            marks = ", ".join(["?"] * len(columns) + [_sql_literal(v) for v in constants.values()])
             conn.exec_driver_sql(f"{verb} INTO {table.name} ({names}) VALUES ({marks})", values)
             return
         statement = self._insert_ignore(table) if ignore_conflicts else insert(table)
-        conn.execute(statement, [dict(zip(columns, value, strict=True)) for value in values])
+        conn.execute(
+            statement, [{**dict(zip(columns, value, strict=True)), **constants} for value in values]
+        )
 
     def _insert_ignore(self, table: Table) -> Any:
         if self.is_sqlite:
@@ -789,7 +819,7 @@ class Ledger:
         find = text(
             """
             SELECT i.conversation_id, GROUP_CONCAT(rr.row, ', ') AS rows_
-            FROM run_rows rr JOIN items i ON i.item_key = rr.item_key
+            FROM run_rows rr JOIN items i ON i.id = rr.item_id
             WHERE rr.run_id = :run_id AND rr.status IS NULL
             GROUP BY i.conversation_id
             HAVING COUNT(*) > 1 AND (
@@ -839,7 +869,7 @@ class Ledger:
                 items.c.expected_code,
                 items.c.attempts,
             )
-            .select_from(run_rows.join(items, items.c.item_key == run_rows.c.item_key))
+            .select_from(run_rows.join(items, items.c.id == run_rows.c.item_id))
             .where(run_rows.c.run_id == run_id)
             .where(run_rows.c.status.is_(None))
             .where(items.c.status.not_in(skip))
@@ -948,7 +978,7 @@ class Ledger:
                 items.c.communication_id,
                 items.c.previous_code,
             )
-            .select_from(run_rows.join(items, items.c.item_key == run_rows.c.item_key))
+            .select_from(run_rows.join(items, items.c.id == run_rows.c.item_id))
             .where(run_rows.c.run_id == run_id)
             .where(run_rows.c.status.is_(None))
             .where(items.c.status == Status.APPLIED.value)
@@ -978,7 +1008,7 @@ class Ledger:
         status = func.coalesce(run_rows.c.status, items.c.status)
         query = (
             select(status, func.count())
-            .select_from(run_rows.outerjoin(items, items.c.item_key == run_rows.c.item_key))
+            .select_from(run_rows.outerjoin(items, items.c.id == run_rows.c.item_id))
             .where(run_rows.c.run_id == run_id)
             .group_by(status)
         )
@@ -1026,7 +1056,7 @@ class Ledger:
             texts = [cell(column) for column in texts]
         base = (
             select(run_rows.c.row, *texts[:9], items.c.http_status, *texts[9:])
-            .select_from(run_rows.outerjoin(items, items.c.item_key == run_rows.c.item_key))
+            .select_from(run_rows.outerjoin(items, items.c.id == run_rows.c.item_id))
             .where(run_rows.c.run_id == run_id)
         )
         if statuses:
@@ -1106,6 +1136,11 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "ALTER TABLE items ADD COLUMN communication_target VARCHAR NOT NULL DEFAULT ''",
         "ALTER TABLE items ADD COLUMN expected_code VARCHAR NOT NULL DEFAULT ''",
+    ),
+    2: (
+        "ALTER TABLE run_rows ADD COLUMN item_id INTEGER",
+        "UPDATE run_rows SET item_id = (SELECT id FROM items WHERE items.item_key = "
+        "run_rows.item_key) WHERE item_key IS NOT NULL",
     ),
 }
 

