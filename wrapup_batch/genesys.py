@@ -25,18 +25,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import certifi
-import PureCloudPlatformClientV2
 import urllib3
-from PureCloudPlatformClientV2 import (
-    ApiClient,
-    ConversationsApi,
-    PureCloudRegionHosts,
-    RoutingApi,
-    WrapupInput,
-)
-from PureCloudPlatformClientV2.abstract_http_client import AbstractHttpClient
-from PureCloudPlatformClientV2.http_request_options import HttpRequestOptions
-from PureCloudPlatformClientV2.rest import ApiException, RESTResponse
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -63,6 +52,17 @@ from wrapup_batch.errors import (
     RequestRejectedError,
     TransientApiError,
 )
+from wrapup_batch.sdk import (
+    AbstractHttpClient,
+    ApiClient,
+    ApiException,
+    ConversationsApi,
+    HttpRequestOptions,
+    PureCloudRegionHosts,
+    RESTResponse,
+    RoutingApi,
+    WrapupInput,
+)
 from wrapup_batch.throttle import Throttle, ThrottleStopped
 
 __all__ = [
@@ -87,24 +87,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-
-def _stop_config_watcher() -> None:
-    """Turn off the SDK's watcher of `~/.genesyscloudpython/config`.
-
-    Importing the SDK creates its `Configuration`, which starts a watchdog observer on the
-    config file's folder or, when that folder is missing, on the nearest existing parent (the
-    home directory), recursively: thousands of inotify watches and, measured, a whole core
-    burnt while a run waits on the rate limit. The tool reads no SDK config file (its settings
-    come from the environment), so nothing is lost.
-    """
-    config = PureCloudPlatformClientV2.configuration
-    config.live_reload_config = False
-    observer = getattr(config, "_observer", None)
-    if observer is not None:
-        observer.unschedule_all()
-
-
-_stop_config_watcher()
 
 #: Media whose wrap-up the tool can set: path segment -> SDK method infix.
 MEDIA_METHODS: Mapping[str, str] = {
