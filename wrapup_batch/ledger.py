@@ -886,14 +886,7 @@ class Ledger:
     ) -> Iterator[list[WorkItem]]:
         """The run's items still to do, in input order, a page at a time."""
         skip = [*done, *DECIDED_BEFORE_WORK]
-        after = 0
-        base = self._work_query(run_id, skip)
-        while True:
-            query = base.where(run_rows.c.row > after).order_by(run_rows.c.row).limit(batch)
-            with self.engine.connect() as conn:
-                rows: list[Any] = list(conn.execute(query).all())
-            if not rows:
-                return
+        for rows in self._run_row_pages(self._work_query(run_id, skip), batch):
             yield [
                 WorkItem(
                     row=r[0],
@@ -912,7 +905,6 @@ class Ledger:
                 )
                 for r in rows
             ]
-            after = rows[-1][0]
 
     def record(self, run_id: int, updates: Sequence[ItemUpdate]) -> None:
         """Write a batch of item outcomes in one transaction.
@@ -984,13 +976,7 @@ class Ledger:
             .where(items.c.status == Status.APPLIED.value)
             .where(items.c.last_run_id == run_id)
         )
-        after = 0
-        while True:
-            query = base.where(run_rows.c.row > after).order_by(run_rows.c.row).limit(batch)
-            with self.engine.connect() as conn:
-                rows: list[Any] = list(conn.execute(query).all())
-            if not rows:
-                return
+        for rows in self._run_row_pages(base, batch):
             yield [
                 AppliedItem(
                     conversation_id=r[1],
@@ -1000,7 +986,6 @@ class Ledger:
                 )
                 for r in rows
             ]
-            after = rows[-1][0]
 
     # -- results ----------------------------------------------------------------------------------
 
@@ -1061,6 +1046,10 @@ class Ledger:
         )
         if statuses:
             base = base.where(status.in_(list(statuses)))
+        yield from self._run_row_pages(base, batch)
+
+    def _run_row_pages(self, base: Any, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        """`base` (a query whose first column is `run_rows.row`) a page at a time, in order."""
         query = (
             base.where(run_rows.c.row > bindparam("after_row", value=0))
             .order_by(run_rows.c.row)
