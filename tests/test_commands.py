@@ -22,6 +22,7 @@ from test_run_cli import (
     GET_CONVERSATION,
     RECLASSIFY,
     SALES,
+    SAMPLE_COUNTS,
     client_env,
     comm,
     conv,
@@ -48,19 +49,6 @@ SAMPLE_NOT_FINE = {
     19: "ambiguous_code",
     20: "conflict",
     21: "conflict",
-}
-SAMPLE_COUNTS = {
-    "applied": 9,
-    "unchanged": 1,
-    "skipped": 1,
-    "duplicate": 1,
-    "not_ended": 1,
-    "no_agent": 2,
-    "forbidden": 1,
-    "not_found": 1,
-    "unknown_code": 2,
-    "ambiguous_code": 1,
-    "conflict": 2,
 }
 SAMPLE_TODO = {s: n for s, n in SAMPLE_COUNTS.items() if s in SAMPLE_NOT_FINE.values()}
 #: The seed's codes visible to the default client, sorted by name: (id, name, division).

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 from test_run_cli import (
     CRM,
+    NIGHTLY_EXPECTED,
     POST_WRAPUP,
     RECLASSIFY,
     SAMPLE_APPLIED,
@@ -35,22 +36,6 @@ from wrapup_batch.jobs import JOB_KEYS, load_job
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
-#: The nightly query's rows on the sample CRM, by conversation (see test_run_cli).
-NIGHTLY_EXPECTED = {
-    conv(1): "applied",
-    conv(2): "applied",
-    conv(3): "applied",
-    conv(4): "applied",
-    conv(5): "applied",
-    conv(6): "applied",
-    conv(7): "unchanged",
-    conv(8): "skipped",
-    conv(9): "not_ended",
-    conv(10): "no_agent",
-    conv(12): "applied",
-    conv(14): "applied",
-    conv(19): "applied",
-}
 
 
 @pytest.fixture

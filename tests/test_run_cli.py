@@ -142,6 +142,36 @@ SAMPLE_EXPECTED: dict[int, Expect] = {
 }
 SAMPLE_APPLIED = {e.communication_id: e.code_id for e in SAMPLE_EXPECTED.values() if e.code_id}
 SAMPLE_GET_CONVERSATIONS = 16  # one lookup per distinct item not decided before the work
+#: The sample's outcome, counted by status.
+SAMPLE_COUNTS = {
+    "applied": 9,
+    "unchanged": 1,
+    "skipped": 1,
+    "duplicate": 1,
+    "not_ended": 1,
+    "no_agent": 2,
+    "forbidden": 1,
+    "not_found": 1,
+    "unknown_code": 2,
+    "ambiguous_code": 1,
+    "conflict": 2,
+}
+#: The nightly query's rows on the sample CRM (sample_data/crm.sqlite), by conversation.
+NIGHTLY_EXPECTED = {
+    conv(1): "applied",
+    conv(2): "applied",
+    conv(3): "applied",
+    conv(4): "applied",
+    conv(5): "applied",
+    conv(6): "applied",
+    conv(7): "unchanged",
+    conv(8): "skipped",
+    conv(9): "not_ended",
+    conv(10): "no_agent",
+    conv(12): "applied",
+    conv(14): "applied",
+    conv(19): "applied",  # typed in upper case by the CRM
+}
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
@@ -331,19 +361,7 @@ def test_sample_run_reaches_each_status_as_the_seed_intends(
     assert stats["requests"][GET_CODES] == {"200": 1}
 
     counts = json.loads(summary.read_text(encoding="utf-8"))["counts"]
-    assert counts == {
-        "applied": 9,
-        "unchanged": 1,
-        "skipped": 1,
-        "duplicate": 1,
-        "not_ended": 1,
-        "no_agent": 2,
-        "forbidden": 1,
-        "not_found": 1,
-        "unknown_code": 2,
-        "ambiguous_code": 1,
-        "conflict": 2,
-    }
+    assert counts == SAMPLE_COUNTS
     runs = query(tmp_path / "ledger.db", "SELECT * FROM runs")
     assert len(runs) == 1 and runs[0]["exit_code"] == 1 and runs[0]["finished"]
     run_rows = query(tmp_path / "ledger.db", "SELECT * FROM run_rows ORDER BY row")
@@ -975,21 +993,7 @@ def test_sql_query_on_the_sample_crm(emulator: EmulatorHandle, tmp_path: Path) -
 
     assert run.exit_code == 1, run.stderr
     by_conversation = {r["conversation_id"]: r["status"] for r in run.ordered}
-    assert by_conversation == {
-        conv(1): "applied",
-        conv(2): "applied",
-        conv(3): "applied",
-        conv(4): "applied",
-        conv(5): "applied",
-        conv(6): "applied",
-        conv(7): "unchanged",
-        conv(8): "skipped",
-        conv(9): "not_ended",
-        conv(10): "no_agent",
-        conv(12): "applied",
-        conv(14): "applied",
-        conv(19): "applied",  # typed in upper case by the CRM
-    }
+    assert by_conversation == NIGHTLY_EXPECTED
     assert emulator.state.wrapups[comm(1, 3)].notes == "Password reset"
     assert emulator.stats()["wrapups"][comm(19, 3, 2)] == TECHNICAL
 
