@@ -40,8 +40,9 @@ from test_run_cli import (
 )
 
 from wrapup_batch import genesys
+from wrapup_batch.api_settings import ApiSettings
 from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, generated_conversation_id
-from wrapup_batch.genesys import ApiSettings, GenesysClient, RequestNotSentError
+from wrapup_batch.genesys import GenesysClient, RequestNotSentError
 
 __all__ = ["fast_retries"]  # a fixture, used by name
 

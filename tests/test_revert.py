@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from wrapup_batch.api_settings import ApiSettings
 from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorHandle
 from wrapup_batch.errors import UsageError
-from wrapup_batch.genesys import ApiSettings, GenesysClient
+from wrapup_batch.genesys import GenesysClient
 from wrapup_batch.ledger import Ledger
 from wrapup_batch.runner import RunOptions, RunResult, revert_batch, run_batch
 from wrapup_batch.sources import SourceSpec

@@ -49,10 +49,11 @@ from test_run_cli import (
     write_csv,
 )
 
+from wrapup_batch.api_settings import ApiSettings, settings_from_env
 from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, generated_conversation_id
 from wrapup_batch.errors import ApiError, AuthError, UsageError
-from wrapup_batch.genesys import ApiSettings, GenesysClient, Transport, settings_from_env
+from wrapup_batch.genesys import GenesysClient, Transport
 from wrapup_batch.throttle import Throttle
 
 __all__ = ["fast_retries"]  # a fixture, used by name

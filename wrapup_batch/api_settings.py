@@ -47,7 +47,7 @@ def resolve_host(region: str | None, api_host: str | None) -> str:
     if not region:
         region = "us-east-1"
     # The SDK's own table of regions, imported only when needed (see the module's docstring).
-    from wrapup_batch.genesys import PureCloudRegionHosts
+    from wrapup_batch.sdk import PureCloudRegionHosts
 
     key = region.strip().lower().replace("-", "_")
     try:

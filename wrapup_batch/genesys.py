@@ -33,17 +33,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from wrapup_batch.api_settings import (
-    ENV_API_HOST,
-    ENV_CLIENT_ID,
-    ENV_CLIENT_SECRET,
-    ENV_REGION,
-    PERMISSIONS,
-    ApiSettings,
-    is_permission_error,
-    resolve_host,
-    settings_from_env,
-)
+from wrapup_batch.api_settings import ENV_CLIENT_ID, ENV_CLIENT_SECRET, ApiSettings
 from wrapup_batch.codes import WrapupCode, code_from_json
 from wrapup_batch.errors import (
     ApiError,
@@ -58,30 +48,11 @@ from wrapup_batch.sdk import (
     ApiException,
     ConversationsApi,
     HttpRequestOptions,
-    PureCloudRegionHosts,
     RESTResponse,
     RoutingApi,
     WrapupInput,
 )
 from wrapup_batch.throttle import Throttle, ThrottleStopped
-
-__all__ = [
-    "ENV_API_HOST",
-    "ENV_CLIENT_ID",
-    "ENV_CLIENT_SECRET",
-    "ENV_REGION",
-    "MEDIA_METHODS",
-    "PERMISSIONS",
-    "ApiSettings",
-    "GenesysClient",
-    "PureCloudRegionHosts",
-    "RetryNotice",
-    "Transport",
-    "is_permission_error",
-    "map_api_exception",
-    "resolve_host",
-    "settings_from_env",
-]
 
 log = logging.getLogger(__name__)
 

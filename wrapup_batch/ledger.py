@@ -9,8 +9,8 @@ SQLAlchemy Core; SQLite by default (a path), any SQLAlchemy URL accepted. Tables
   communication ids, previous code, HTTP status, Genesys error code and contextId, attempts.
   An item outlives runs: a rerun finds it and does not redo it.
 - `run_rows`: one row per input row of a run, pointing at its item (`item_key`, and `item_id`
-  for joins); row-level statuses
-  (`invalid`, `duplicate`) live here, everything else on the item.
+  for joins); row-level statuses (`invalid`, `duplicate`) live here, everything else on the
+  item.
 - `lock`: at most one row: the live run that owns the ledger.
 
 Writes come in batches, one transaction each; the runner's single writer thread calls
@@ -158,8 +158,8 @@ lock_table = Table(
     Column("heartbeat", String, nullable=False),
 )
 
-#: The columns `ingest` writes, in the order of its value tuples.
-#: What `Ledger.ingest` binds per item (the rest of a new item is the same for every row).
+#: What `Ledger.ingest` binds per item, in the order of its value tuples (the rest of a new
+#: item is the same for every row).
 _ITEM_COLUMNS = (
     "item_key",
     "conversation_id",
