@@ -689,26 +689,30 @@ def test_failing_conversation_and_ghost_write(
     assert stats["ghost_writes"] == 1
 
 
-def test_a_slow_post_whose_client_gave_up_still_lands(emulator: EmulatorHandle) -> None:
-    """Latency is processing time: the request has arrived; a client that times out does not
-    stop it, so the wrap-up is stored after the client saw only a timeout (issue 5)."""
-    token = token_for(emulator)
+def raw_spam_on_first_call(emulator: EmulatorHandle, **kwargs: Any) -> urllib3.BaseHTTPResponse:
+    """POST "Spam" on the agent call of seeded conversation 1, once (no retries)."""
     path = (
         f"/api/v2/conversations/calls/{conv_id(1)}/participants/{part_id(1, 3)}"
         f"/communications/{comm_id(1, 3)}/wrapup"
     )
+    return raw(
+        emulator,
+        "POST",
+        path,
+        token_for(emulator),
+        body=json.dumps({"code": CODE_IDS["Spam"]}),
+        headers={"Content-Type": "application/json"},
+        retries=False,
+        **kwargs,
+    )
+
+
+def test_a_slow_post_whose_client_gave_up_still_lands(emulator: EmulatorHandle) -> None:
+    """Latency is processing time: the request has arrived; a client that times out does not
+    stop it, so the wrap-up is stored after the client saw only a timeout (issue 5)."""
     emulator.config.latency_ms = 300
     with pytest.raises(urllib3.exceptions.ReadTimeoutError):
-        raw(
-            emulator,
-            "POST",
-            path,
-            token,
-            body=json.dumps({"code": CODE_IDS["Spam"]}),
-            headers={"Content-Type": "application/json"},
-            timeout=0.1,
-            retries=False,
-        )
+        raw_spam_on_first_call(emulator, timeout=0.1)
     assert emulator.stats()["posts_accepted"] == 0  # not yet ...
     time.sleep(0.4)
     stats = emulator.stats(detail=True)
@@ -717,22 +721,9 @@ def test_a_slow_post_whose_client_gave_up_still_lands(emulator: EmulatorHandle) 
 
 
 def test_a_connection_dropped_mid_response_after_the_write(emulator: EmulatorHandle) -> None:
-    token = token_for(emulator)
-    path = (
-        f"/api/v2/conversations/calls/{conv_id(1)}/participants/{part_id(1, 3)}"
-        f"/communications/{comm_id(1, 3)}/wrapup"
-    )
     emulator.config.drop_after_rate = 1.0
     with pytest.raises(urllib3.exceptions.HTTPError):
-        raw(
-            emulator,
-            "POST",
-            path,
-            token,
-            body=json.dumps({"code": CODE_IDS["Spam"]}),
-            headers={"Content-Type": "application/json"},
-            retries=False,
-        )
+        raw_spam_on_first_call(emulator)
     emulator.config.drop_after_rate = 0.0
     stats = emulator.stats(detail=True)
     assert stats["posts_per_communication"] == {comm_id(1, 3): 1}  # stored ...

@@ -713,6 +713,16 @@ def test_429s_from_a_lower_org_limit_are_waited_out(
 
     run = invoke(emulator, tmp_path, RECLASSIFY, "--summary-json", summary, rate_limit="6000")
 
+    stats, data = check_sample_after_429s(run, emulator, tmp_path, summary)
+    assert data["requests"] == api_requests(stats)
+    assert f"429s {stats['throttled']} " in run.stderr
+
+
+def check_sample_after_429s(
+    run: Run, emulator: EmulatorHandle, tmp_path: Path, summary: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sample ended as always, each POST once, and the summary counts the emulator's 429s
+    and at least one second waited; returns the emulator's stats and the summary."""
     check_sample(run, emulator, tmp_path / "ledger.db")
     check_each_posted_once(emulator, SAMPLE_APPLIED)
     stats = emulator.stats(detail=True)
@@ -720,8 +730,7 @@ def test_429s_from_a_lower_org_limit_are_waited_out(
     data = json.loads(summary.read_text(encoding="utf-8"))
     assert data["throttled_429"] == stats["throttled"]
     assert data["retry_after_wait_seconds"] >= 1.0
-    assert data["requests"] == api_requests(stats)
-    assert f"429s {stats['throttled']} " in run.stderr
+    return stats, data
 
 
 def storm_at_request(
@@ -751,13 +760,7 @@ def test_a_429_storm_in_the_middle_of_the_run_is_waited_out(
 
     run = invoke(emulator, tmp_path, RECLASSIFY, "--summary-json", summary)
 
-    check_sample(run, emulator, tmp_path / "ledger.db")
-    check_each_posted_once(emulator, SAMPLE_APPLIED)
-    stats = emulator.stats(detail=True)
-    assert stats["throttled"] > 0
-    data = json.loads(summary.read_text(encoding="utf-8"))
-    assert data["throttled_429"] == stats["throttled"]
-    assert data["retry_after_wait_seconds"] >= 1.0
+    _stats, data = check_sample_after_429s(run, emulator, tmp_path, summary)
     assert data["elapsed_seconds"] >= 1.0
 
 

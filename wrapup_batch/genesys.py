@@ -370,7 +370,11 @@ class GenesysClient:
         return list(data.get("conversations") or [])
 
     def _get_json(
-        self, template: str, *, path: Mapping[str, str] | None = None, query: Any = None
+        self,
+        template: str,
+        *,
+        path: Mapping[str, str] | None = None,
+        query: Mapping[str, str | list[str]] | None = None,
     ) -> dict[str, Any]:
         """A GET through the SDK's `call_api` (auth, headers, transport) answered as plain JSON.
 
