@@ -38,7 +38,7 @@ from wrapup_batch import ledger as ledger_module
 from wrapup_batch import runner
 from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, generated_conversation_id
-from wrapup_batch.ledger import SCHEMA_VERSION, Ledger
+from wrapup_batch.ledger import SCHEMA_VERSION, Ledger, dialect
 
 SMALL = [[conv(1), "Sales"], [conv(4), "Complaint"], [conv(5), "Sales"]]
 
@@ -94,7 +94,7 @@ def test_a_ledger_locked_by_another_program_is_refused_untouched(
 ) -> None:
     # The tool waits BUSY_TIMEOUT_MS (10 s) for another program's lock before giving up; the
     # test shortens the wait, not the path taken.
-    monkeypatch.setattr(ledger_module, "BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(dialect, "BUSY_TIMEOUT_MS", 200)
     other = sqlite3.connect(real_ledger, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     other.execute("UPDATE runs SET source = 'held by another program'")

@@ -1,0 +1,68 @@
+"""The results ledger: every run, every input row and every item's outcome, in SQL.
+
+SQLAlchemy Core; SQLite by default (a path), any SQLAlchemy URL accepted. One module per
+part, gathered by `Ledger`:
+
+- `schema`: the tables, the schema version, creating and migrating a ledger;
+- `dialect`: where SQLite and other databases differ;
+- `base`: the engine, transactions, failures for a person, paging through a run's rows;
+- `locking`: the ledger lock (one live run per ledger); `runs`: the runs table;
+- `ingest`: input rows and their items, duplicates;
+- `resolution`: requested codes resolved, conflicts found, before the work;
+- `work`: the items still to do, their outcomes, what a run applied;
+- `reading`: counts and results, for `status`, `report` and the results file;
+- `records`: what the ledger hands out and takes in; `core`: opening (`Ledger.open`).
+
+Writes come in batches, one transaction each; the runner's single writer thread calls
+`record`, so worker threads never touch the database.
+"""
+
+from wrapup_batch.ledger.core import DEFAULT_LEDGER, Ledger, ledger_url, masked
+from wrapup_batch.ledger.dialect import BUSY_TIMEOUT_MS, SQLITE_CACHE_KB
+from wrapup_batch.ledger.ingest import item_key
+from wrapup_batch.ledger.locking import STALE_LOCK_SECONDS
+from wrapup_batch.ledger.records import (
+    DECIDED_BEFORE_WORK,
+    DONE,
+    AppliedItem,
+    ItemUpdate,
+    ResultRow,
+    RunInfo,
+    WorkItem,
+    now_iso,
+)
+from wrapup_batch.ledger.schema import (
+    SCHEMA_VERSION,
+    items,
+    lock_table,
+    meta_table,
+    metadata,
+    run_rows,
+    runs,
+)
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "DECIDED_BEFORE_WORK",
+    "DEFAULT_LEDGER",
+    "DONE",
+    "SCHEMA_VERSION",
+    "SQLITE_CACHE_KB",
+    "STALE_LOCK_SECONDS",
+    "AppliedItem",
+    "ItemUpdate",
+    "Ledger",
+    "ResultRow",
+    "RunInfo",
+    "WorkItem",
+    "item_key",
+    "items",
+    "ledger_url",
+    "lock_table",
+    "masked",
+    "meta_table",
+    "metadata",
+    "now_iso",
+    "run_rows",
+    "runs",
+]

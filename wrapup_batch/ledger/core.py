@@ -1,0 +1,98 @@
+"""Opening a ledger: a path or URL to an engine, the database checked (and created or migrated)
+before anything else; and `Ledger`, which gathers the parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+
+from wrapup_batch.errors import LedgerError
+from wrapup_batch.ledger import dialect
+from wrapup_batch.ledger.base import db_failure, first_line
+from wrapup_batch.ledger.ingest import Ingest
+from wrapup_batch.ledger.reading import Reading
+from wrapup_batch.ledger.resolution import Resolution
+from wrapup_batch.ledger.runs import Runs
+from wrapup_batch.ledger.schema import check_or_create
+from wrapup_batch.ledger.work import Work
+
+DEFAULT_LEDGER = "wrapup-ledger.db"
+
+
+def ledger_url(target: str) -> str:
+    """A SQLAlchemy URL for `--ledger`: a URL as given, anything else a SQLite file path."""
+    if "://" in target:
+        return target
+    return "sqlite:///" + str(Path(target).expanduser())
+
+
+def masked(url: str) -> str:
+    """The URL for messages: as given (not re-rendered: `file:` stays readable), its password
+    hidden."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+
+
+class Ledger(Runs, Ingest, Resolution, Work, Reading):
+    """Open with `Ledger.open(path_or_url)`; every failure is a LedgerError for a person."""
+
+    @classmethod
+    def open(cls, target: str = DEFAULT_LEDGER, *, create: bool = True) -> Ledger:
+        url = ledger_url(target)
+        display = masked(url) if "://" in target else target
+        if url.startswith("sqlite") and "://" not in target:
+            _check_sqlite_path(Path(target).expanduser(), display, create=create)
+        try:
+            engine = create_engine(url)
+        except (ArgumentError, ImportError, SQLAlchemyError) as exc:
+            raise LedgerError(f"cannot use ledger {display}: {first_line(exc)}") from None
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", dialect.sqlite_pragmas)
+        ledger = cls(engine, display)
+        try:
+            ledger._prepare(create=create)
+        except BaseException:
+            engine.dispose()  # a refused file is left with no connection (nor -wal, -shm) open
+            raise
+        return ledger
+
+    def _prepare(self, *, create: bool) -> None:
+        try:
+            with self.engine.begin() as conn:
+                if self.is_sqlite and create:
+                    # Check and create (or migrate) as one step: two runs opening a new ledger
+                    # at once would otherwise both find it empty and both try to create it.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                check_or_create(conn, self.display, create=create)
+            if self.is_sqlite and create:  # a ledger only read (status, report) is not changed
+                dialect.use_wal(self.engine)
+        except DBAPIError as exc:
+            raise LedgerError(db_failure(self.display, exc)) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _check_sqlite_path(path: Path, display: str, *, create: bool) -> None:
+    if path.is_dir():
+        raise LedgerError(f"ledger {display} is a directory; give --ledger a file path")
+    if not path.exists():
+        if not create:
+            raise LedgerError(f"no ledger at {display}; run `wrapup-batch run` first")
+        if not path.parent.exists():
+            raise LedgerError(
+                f"cannot create ledger {display}: folder {path.parent} does not exist"
+            )
+        return
+    with path.open("rb") as handle:
+        header = handle.read(16)
+    if header and header != b"SQLite format 3\x00":
+        raise LedgerError(
+            f"{display} is not a SQLite database (nothing was changed); give --ledger another file"
+        )

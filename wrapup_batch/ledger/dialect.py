@@ -1,0 +1,137 @@
+"""Where SQLite and the other databases differ: connection settings, WAL, bulk inserts that
+ignore conflicts, and reading many rows fast.
+
+SQLite gets plain SQL on the driver's own cursor where SQLAlchemy's per-row work would cost
+more than SQLite's own (a million-row ingest or results file); other databases take the Core
+statements.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Engine, Table, insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+
+#: SQLite page cache per connection, in KiB (memory is taken only as pages are read).
+SQLITE_CACHE_KB = 32 * 1024
+#: How long a SQLite ledger waits for another program's lock before giving up (milliseconds).
+BUSY_TIMEOUT_MS = 10_000
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_MS)}")
+        # journal_mode = WAL is a property of the file: set once the file is known to be a
+        # ledger this version can use (`Ledger._prepare`), so that a refused file is untouched.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        # A 32 MB page cache (SQLite's default is 2 MB) keeps the item-key index of a
+        # million-row ledger in memory while rows are ingested and joined to their items.
+        cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KB}")
+    finally:
+        cursor.close()
+
+
+def use_wal(engine: Engine) -> None:
+    """Switch the file to WAL (a no-op once it is in WAL).
+
+    The switch needs the file to itself and SQLite does not wait for that: another run
+    opening the ledger at the same moment makes it fail at once with "database is locked".
+    So it is tried again for as long as a lock would be waited for.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
+def sql_literal(value: int | str) -> str:
+    """An integer or text as an SQL literal (text quoted, quotes doubled)."""
+    if isinstance(value, int):
+        return str(int(value))
+    return "'" + value.replace("'", "''") + "'"
+
+
+def insert_ignore(engine: Engine, table: Table) -> Any:
+    """An INSERT that skips rows whose unique key exists already."""
+    if engine.dialect.name == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing()
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    return insert(table).prefix_with("IGNORE")
+
+
+def bulk_insert(
+    engine: Engine,
+    conn: Any,
+    table: Table,
+    columns: Sequence[str],
+    values: list[tuple[Any, ...]],
+    constants: Mapping[str, int | str],
+    *,
+    ignore_conflicts: bool = False,
+) -> None:
+    """Insert `values` (tuples in `columns` order), each with the same `constants`.
+
+    On SQLite the constants are written into the statement, so that only what differs
+    from row to row is bound: binding is most of `executemany`'s own cost.
+    """
+    if not values:
+        return
+    if engine.dialect.name == "sqlite":
+        verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
+        names = ", ".join(f'"{column}"' for column in (*columns, *constants))
+        marks = ", ".join(["?"] * len(columns) + [sql_literal(v) for v in constants.values()])
+        conn.exec_driver_sql(f"{verb} INTO {table.name} ({names}) VALUES ({marks})", values)
+        return
+    statement = insert_ignore(engine, table) if ignore_conflicts else insert(table)
+    conn.execute(
+        statement, [{**dict(zip(columns, value, strict=True)), **constants} for value in values]
+    )
+
+
+def pages(engine: Engine, query: Any, after: str) -> Iterator[list[tuple[Any, ...]]]:
+    """The pages of a keyset-paged query (first column: the key; bind `after`: the last
+    key seen), as plain tuples.
+
+    On SQLite the statement is compiled once and run on the driver's own cursor: for a
+    million rows, SQLAlchemy's Row objects cost more than SQLite's own work.
+    """
+    last: Any = 0
+    if engine.dialect.name != "sqlite":
+        while True:
+            with engine.connect() as conn:
+                rows = [tuple(r) for r in conn.execute(query, {after: last}).all()]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
+    compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
+    names = list(compiled.positiontup or ())
+    params = dict(compiled.params)
+    while True:
+        params[after] = last
+        with engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            cursor = driver.cursor()
+            try:
+                rows = cursor.execute(compiled.string, [params[n] for n in names]).fetchall()
+            finally:
+                cursor.close()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1][0]

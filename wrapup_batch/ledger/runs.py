@@ -1,0 +1,70 @@
+"""The runs table: a run is recorded when it starts and when it finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from wrapup_batch.errors import LedgerError
+from wrapup_batch.ledger.locking import Locking
+from wrapup_batch.ledger.records import RunInfo, now_iso, run_info
+from wrapup_batch.ledger.schema import runs
+
+
+class Runs(Locking):
+    def start_run(
+        self, *, source: str, options: Mapping[str, Any], dry_run: bool, kind: str = "run"
+    ) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(runs).values(
+                    kind=kind,
+                    started=now_iso(),
+                    source=source,
+                    options=json.dumps(dict(options), sort_keys=True, default=str),
+                    dry_run=dry_run,
+                    pid=os.getpid(),
+                    host=socket.gethostname(),
+                )
+            )
+            run_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        if run_id is None:
+            raise LedgerError(f"{self.display}: could not record the run")
+        self.set_lock_run(int(run_id))
+        return int(run_id)
+
+    def finish_run(
+        self, run_id: int, *, counts: Mapping[str, int], summary: Mapping[str, Any], exit_code: int
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(
+                    finished=now_iso(),
+                    counts=json.dumps(dict(counts), sort_keys=True),
+                    summary=json.dumps(dict(summary), sort_keys=True, default=str),
+                    exit_code=exit_code,
+                )
+            )
+
+    def list_runs(self) -> list[RunInfo]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(runs).order_by(runs.c.id)).mappings().all()
+        return [run_info(row) for row in rows]
+
+    def get_run(self, run_id: int | None = None) -> RunInfo | None:
+        query = select(runs)
+        query = (
+            query.where(runs.c.id == run_id)
+            if run_id is not None
+            else query.order_by(runs.c.id.desc()).limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return run_info(row) if row else None

@@ -1,0 +1,182 @@
+"""The ledger's tables, its schema version, and how a database becomes (or is found to be) a
+ledger of this version: created when new, migrated when older, refused when newer or foreign.
+
+Tables:
+
+- `meta`: the schema version.
+- `runs`: one row per run (started, finished, source, options, counts, exit code).
+- `items`: one row per distinct request, keyed by (conversation id, requested code, agent id,
+  notes) through `item_key`; holds the outcome: status, message, participant and
+  communication ids, previous code, HTTP status, Genesys error code and contextId, attempts.
+  An item outlives runs: a rerun finds it and does not redo it.
+- `run_rows`: one row per input row of a run, pointing at its item (`item_key`, and `item_id`
+  for joins); row-level statuses (`invalid`, `duplicate`) live here, everything else on the
+  item.
+- `lock`: at most one row: the live run that owns the ledger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    text,
+    update,
+)
+
+from wrapup_batch.errors import LedgerError
+from wrapup_batch.models import Status
+
+SCHEMA_VERSION = 3
+
+metadata = MetaData()
+
+meta_table = Table(
+    "meta",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String, nullable=False, default="run"),
+    Column("started", String, nullable=False),
+    Column("finished", String),
+    Column("source", Text, nullable=False),
+    Column("options", Text, nullable=False),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("counts", Text),
+    Column("summary", Text),
+    Column("exit_code", Integer),
+    Column("pid", Integer),
+    Column("host", String),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("item_key", String, nullable=False, unique=True),
+    Column("conversation_id", String, nullable=False),
+    Column("requested_code", Text, nullable=False),
+    Column("agent_id", String, nullable=False, default=""),
+    Column("notes", Text, nullable=False, default=""),
+    # schema 2: a revert targets one communication, and only while it has the expected code
+    Column("communication_target", String, nullable=False, server_default=""),
+    Column("expected_code", String, nullable=False, server_default=""),
+    Column("code_id", String),
+    Column("code_name", Text),
+    Column("status", String, nullable=False, default=Status.PENDING.value),
+    Column("message", Text, nullable=False, default=""),
+    Column("participant_id", Text),
+    Column("communication_id", Text),
+    Column("media", String),
+    Column("previous_code", Text),
+    Column("previous_code_name", Text),
+    Column("http_status", Integer),
+    Column("error_code", String),
+    Column("context_id", String),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("first_run_id", Integer, nullable=False),
+    Column("last_run_id", Integer, nullable=False),
+    Column("created", String, nullable=False),
+    Column("updated", String, nullable=False),
+)
+
+run_rows = Table(
+    "run_rows",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("row", Integer, primary_key=True),
+    Column("item_key", String),
+    Column("conversation_id", Text, nullable=False),
+    Column("wrapup_code", Text, nullable=False),
+    Column("status", String),
+    Column("message", Text),
+    # schema 3: the item's id (its rowid), which run rows are joined to their items by: in
+    # input order, the items are then read nearly in order, where the random item keys made
+    # every row a lookup in the key index (a million-row results file: 4.6 s -> 2.0 s of SQL)
+    Column("item_id", Integer),
+    # No index on (run_id, item_key): kept up to date on every ingested row, in the random
+    # order of the keys, it cost more than half of a million-row ingest. Every query walks
+    # a run's rows by the primary key and reaches items through item_id; ledgers
+    # created before keep theirs (harmless).
+)
+
+lock_table = Table(
+    "lock",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer),
+    Column("pid", Integer, nullable=False),
+    Column("host", String, nullable=False),
+    Column("acquired", String, nullable=False),
+    Column("heartbeat", String, nullable=False),
+)
+
+
+def check_or_create(conn: Any, display: str, *, create: bool) -> None:
+    """Create the ledger in an empty database, migrate an older one, refuse anything else."""
+    existing = set(conn.dialect.get_table_names(conn))
+    if "meta" not in existing:
+        if existing - {"meta"} and "items" not in existing:
+            raise LedgerError(
+                f"{display} is a database but not a wrapup-batch ledger "
+                f"(it has tables {', '.join(sorted(existing))}); "
+                "give --ledger a new file"
+            )
+        if not create:
+            raise LedgerError(f"{display} holds no wrapup-batch ledger yet")
+        metadata.create_all(conn)
+        conn.execute(insert(meta_table).values(key="schema_version", value=str(SCHEMA_VERSION)))
+        return
+    version = conn.execute(
+        select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+    ).scalar()
+    found = int(version or 0)
+    if found > SCHEMA_VERSION:
+        raise LedgerError(
+            f"{display} was written by a newer wrapup-batch (ledger schema "
+            f"{found}, this version knows up to {SCHEMA_VERSION}); upgrade "
+            "wrapup-batch, or give --ledger another file"
+        )
+    if found < SCHEMA_VERSION:
+        _migrate(conn, found)
+
+
+#: Schema migrations: version -> the statements that bring a ledger from it to the next one.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE items ADD COLUMN communication_target VARCHAR NOT NULL DEFAULT ''",
+        "ALTER TABLE items ADD COLUMN expected_code VARCHAR NOT NULL DEFAULT ''",
+    ),
+    2: (
+        "ALTER TABLE run_rows ADD COLUMN item_id INTEGER",
+        "UPDATE run_rows SET item_id = (SELECT id FROM items WHERE items.item_key = "
+        "run_rows.item_key) WHERE item_key IS NOT NULL",
+    ),
+}
+
+
+def _migrate(conn: Any, found: int) -> None:
+    """Bring an older ledger forward, one version at a time, in the caller's transaction."""
+    for version in range(found, SCHEMA_VERSION):
+        for statement in _MIGRATIONS[version]:
+            conn.execute(text(statement))
+    conn.execute(
+        update(meta_table)
+        .where(meta_table.c.key == "schema_version")
+        .values(value=str(SCHEMA_VERSION))
+    )
