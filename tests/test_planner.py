@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from wrapup_batch.models import Status
 from wrapup_batch.planner import (
+    ANALYTICS_PURPOSES,
     MEDIA_TYPES,
     NON_AGENT_PURPOSES,
     Communication,
@@ -44,7 +45,7 @@ _ANALYTICS_TYPE = {
     "callbacks": "callback",
     "emails": "email",
     "messages": "message",
-    "socials": "social",
+    "socials": "unknown",  # UNCONFIRMED: analytics has no `social` media type
     "videos": "video",
     "cobrowsesessions": "cobrowse",
     "screenshares": "screenshare",
@@ -112,6 +113,7 @@ def to_json(parts: list[P], conv_id: str = "conv-1") -> dict[str, Any]:
                 comm["disconnectType"] = "peer"
             if c.code:
                 comm["wrapup"] = {"code": c.code, "notes": c.notes, "durationSeconds": 30}
+                comm["wrapup"]["endTime"] = _ts(c.end + 1)  # as the analytics wrapup segment
             raw.setdefault(_JSON_KEY[c.media], []).append(comm)
         participants.append(raw)
     data: dict[str, Any] = {"id": conv_id, "startTime": _ts(0), "participants": participants}
@@ -439,7 +441,12 @@ CONSULT_JSON: dict[str, Any] = {
             "wrapupRequired": True,
             "wrapupPrompt": "mandatory",
             "wrapupTimeoutMs": 60000,
-            "wrapup": {"code": OTHER, "notes": "first pass", "durationSeconds": 12},
+            "wrapup": {
+                "code": OTHER,
+                "notes": "first pass",
+                "durationSeconds": 12,
+                "endTime": "2026-11-20T10:30:24.345Z",
+            },
             "calls": [
                 {
                     "state": "disconnected",
@@ -472,7 +479,11 @@ CONSULT_JSON: dict[str, Any] = {
                     "disconnectType": "client",
                     "connectedTime": "2026-11-20T10:10:03Z",
                     "disconnectedTime": "2026-11-20T10:15:00Z",
-                    "wrapup": {"code": CODE, "notes": "consulted"},
+                    "wrapup": {
+                        "code": CODE,
+                        "notes": "consulted",
+                        "endTime": "2026-11-20T10:15:20.000Z",
+                    },
                 }
             ],
         },
@@ -614,6 +625,7 @@ def test_conversation_from_json_reads_the_consult() -> None:
             disconnected_time=datetime(2026, 11, 20, 10, 30, 12, 345000, tzinfo=UTC),
             wrapup_code=OTHER,  # inherited from the participant: its only communication
             wrapup_notes="first pass",
+            wrapup_end=datetime(2026, 11, 20, 10, 30, 24, 345000, tzinfo=UTC),
         ),
     )
     bob_call = view.participants[3].communications[0]
@@ -640,6 +652,7 @@ def test_conversation_from_analytics_reads_the_consult() -> None:
             disconnected_time=datetime(2026, 11, 20, 10, 30, 12, 345000, tzinfo=UTC),
             wrapup_code=OTHER,
             wrapup_notes="first pass",
+            wrapup_end=datetime(2026, 11, 20, 10, 30, 24, 345000, tzinfo=UTC),
         ),
     )
 
@@ -666,7 +679,8 @@ def test_the_consult_plans_the_same_from_both_apis(
         # Alice ended last though Bob is listed after her
         assert from_json.targets == (
             Target(ALICE_PID, ALICE_CALL, "calls", ALICE, OTHER, "first pass",
-                   "skip" if on_existing == "skip" else "apply"),
+                   "skip" if on_existing == "skip" else "apply",
+                   datetime(2026, 11, 20, 10, 30, 24, 345000, tzinfo=UTC)),
         )  # fmt: skip
     else:
         assert [t.action for t in from_json.targets] == [
@@ -856,21 +870,24 @@ def test_analytics_wrapup_is_the_last_segment_with_a_code() -> None:
         ("callback", "callbacks"),
         ("email", "emails"),
         ("message", "messages"),
-        ("social", "socials"),
+        ("social", None),  # not a media type of the SDK's AnalyticsSession
         ("video", "videos"),
         ("cobrowse", "cobrowsesessions"),
         ("screenshare", "screenshares"),
         ("chat", None),
         ("internalmessage", None),
+        ("screenmonitoring", None),
         ("unknown", None),
     ],
 )
 def test_analytics_media_types(media_type: str, media: str | None) -> None:
     segments = [{"segmentStart": "2026-11-20T10:00:00Z", "segmentEnd": "2026-11-20T10:01:00Z"}]
-    comms = (
-        conversation_from_analytics(_session(segments, media_type)).participants[0].communications
-    )
-    assert [c.media for c in comms] == ([media] if media else [])
+    view = conversation_from_analytics(_session(segments, media_type))
+    assert [c.media for c in view.participants[0].communications] == ([media] if media else [])
+    # a media type that may hide a wrap-up path (unknown, or one the SDK does not list) sends
+    # the conversation to the Conversations API; those known to have none do not
+    without_wrapup = ("chat", "internalmessage", "screenmonitoring")
+    assert view.incomplete is (media is None and media_type not in without_wrapup)
 
 
 # =============================================================================================
@@ -969,3 +986,146 @@ def test_plan_properties(
             assert target.action == ("skip" if on_existing == "skip" else "apply")
         else:
             assert target.action == "apply"
+
+
+# =============================================================================================
+# A real org's details: after-call work, end times, purposes, system codes (issue 9)
+# =============================================================================================
+
+
+def _one_agent(comm: dict[str, Any], **participant: Any) -> dict[str, Any]:
+    return {
+        "id": "conv",
+        "endTime": "2026-11-20T10:05:00.000Z",
+        "participants": [
+            {"id": "cust", "purpose": "customer", "calls": [{"id": "k", "state": "disconnected"}]},
+            {"id": "p", "purpose": "agent", "userId": ALICE, "name": "Alice", "calls": [comm]}
+            | participant,
+        ],
+    }
+
+
+_ENDED = {"id": "c", "state": "disconnected", "disconnectedTime": "2026-11-20T10:05:00.000Z"}
+
+
+@pytest.mark.parametrize("media_key", ["calls", "emails"])
+def test_an_agent_still_in_after_call_work_is_not_ended(media_key: str) -> None:
+    data = _one_agent(_ENDED | {"afterCallWork": {"state": "pending"}})
+    data["participants"][1][media_key] = data["participants"][1].pop("calls")
+    result = plan(conversation_from_json(data), code_id=CODE)
+    assert result.status is Status.NOT_ENDED
+    assert "still in after-call work" in result.message
+    assert "next run tries again" in result.message
+    assert result.targets == ()
+
+
+@pytest.mark.parametrize("state", ["complete", "skipped", "notApplicable", "unknown", None])
+def test_after_call_work_in_any_other_state_is_applied(state: str | None) -> None:
+    comm = _ENDED | ({"afterCallWork": {"state": state}} if state else {})
+    assert plan(conversation_from_json(_one_agent(comm)), code_id=CODE).status is None
+
+
+def test_an_earlier_agent_in_after_call_work_does_not_hold_back_the_last_agent() -> None:
+    data = _one_agent(_ENDED | {"disconnectedTime": "2026-11-20T10:09:00.000Z"})
+    data["participants"].append(
+        {
+            "id": "p0",
+            "purpose": "agent",
+            "userId": BOB,
+            "calls": [_ENDED | {"id": "c0", "afterCallWork": {"state": "pending"}}],
+        }
+    )
+    result = plan(conversation_from_json(data), code_id=CODE)
+    assert [t.communication_id for t in result.to_apply] == ["c"]
+    everyone = plan(conversation_from_json(data), code_id=CODE, participant="all-agents")
+    assert everyone.status is Status.NOT_ENDED
+
+
+def test_analytics_shows_after_call_work_as_an_open_wrapup_segment() -> None:
+    data = _session(
+        [
+            {"segmentStart": "2026-11-20T10:00:00Z", "segmentEnd": "2026-11-20T10:05:00Z",
+             "segmentType": "interact"},
+            {"segmentStart": "2026-11-20T10:05:00Z", "segmentType": "wrapup"},
+        ]
+    )  # fmt: skip
+    data["conversationEnd"] = "2026-11-20T10:05:00Z"
+    view = conversation_from_analytics(data)
+    assert view.incomplete  # the runner asks the Conversations API
+    assert plan(view, code_id=CODE).status is Status.NOT_ENDED
+
+
+_T = "2026-11-20T10:{}:00.000Z".format
+
+
+@pytest.mark.parametrize(
+    ("comm", "participant", "expected"),
+    [
+        # the existing wrap-up's end wins over everything
+        ({"wrapup": {"code": "ININ-WRAP-UP-TIMEOUT", "endTime": _T("07")}}, {"endAcwTime": _T("06")}, _T("07")),
+        # then the participant's end of after-call work
+        ({"afterCallWork": {"state": "complete", "endTime": _T("08")}}, {"endAcwTime": _T("06")}, _T("06")),
+        # then the communication's own after-call work
+        ({"afterCallWork": {"state": "complete", "endTime": _T("08")}}, {}, _T("08")),
+        # else the end of the communication: no after-call work at all
+        ({}, {}, _T("05")),
+        # a time before the communication ended is not believed
+        ({}, {"endAcwTime": _T("01")}, _T("05")),
+    ],
+)  # fmt: skip
+def test_the_end_time_keeps_the_after_call_work_where_it_was(
+    comm: dict[str, Any], participant: dict[str, Any], expected: str
+) -> None:
+    data = _one_agent(_ENDED | comm, **participant)
+    (target,) = plan(conversation_from_json(data), code_id=CODE).to_apply
+    assert target.end_time == parse_time(expected)
+
+
+def test_the_participants_end_of_after_call_work_belongs_to_its_last_communication() -> None:
+    data = _one_agent(_ENDED, endAcwTime=_T("12"))
+    data["participants"][1]["calls"].append(
+        {"id": "c2", "state": "disconnected", "disconnectedTime": "2026-11-20T10:10:00.000Z"}
+    )
+    targets = plan(conversation_from_json(data), code_id=CODE, participant="all-agents").targets
+    assert [(t.communication_id, t.end_time) for t in targets] == [
+        ("c", parse_time(_T("05"))),
+        ("c2", parse_time(_T("12"))),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "action"),
+    [
+        ("ININ-WRAP-UP-TIMEOUT", "apply"),  # no agent chose: after-call work timed out
+        ("ININ-WRAP-UP-SKIPPED", "apply"),  # no agent chose: the agent skipped it
+        ("ININ-WRAP-UP-DELETED", "skip"),  # a code was chosen, then deleted
+        ("ININ-OUTBOUND-MACHINE", "skip"),  # the dialer's outcome: campaigns rely on it
+        ("ININ-OUTBOUND-TRANSFERRED-TO-QUEUE", "skip"),
+    ],
+)
+def test_system_codes_apply_or_skip(code: str, action: str) -> None:
+    data = _one_agent(_ENDED | {"wrapup": {"code": code}})
+    (target,) = plan(conversation_from_json(data), code_id=CODE).targets
+    assert (target.action, target.previous_code) == (action, code)
+    (replaced,) = plan(conversation_from_json(data), code_id=CODE, on_existing="replace").targets
+    assert replaced.action == "apply"
+
+
+def test_non_agent_purposes_are_every_sdk_purpose_but_agent_and_user() -> None:
+    from PureCloudPlatformClientV2.models.analytics_participant import AnalyticsParticipant
+
+    sdk = AnalyticsParticipant()
+    known = set()
+    for purpose in sorted(ANALYTICS_PURPOSES):
+        sdk.purpose = purpose
+        known.add(sdk.purpose)
+    sdk.purpose = "no-such-purpose"
+    assert sdk.purpose == "outdated_sdk_version"  # the SDK checks the list we copied
+    assert NON_AGENT_PURPOSES == known - {"agent", "user"}
+
+
+@pytest.mark.parametrize("purpose", sorted(NON_AGENT_PURPOSES))
+def test_a_participant_of_a_non_agent_purpose_with_a_user_id_is_no_agent(purpose: str) -> None:
+    data = _one_agent(_ENDED)
+    data["participants"][1]["purpose"] = purpose
+    assert plan(conversation_from_json(data), code_id=CODE).status is Status.NO_AGENT

@@ -6,9 +6,9 @@ analytics details multi-get (`conversation_from_analytics`); `plan` then picks t
 communication(s) for a row and decides, for each, whether to apply the code.
 
 Agent participants: a wrap-up belongs to a user participant, so an agent participant is any
-participant with a `userId` whose purpose is not one of `NON_AGENT_PURPOSES` (so `agent` and
-`user`, but also a purpose this module has never seen), and that has at least one communication
-of a media in `MEDIA_TYPES`.
+participant with a `userId` whose purpose is not one of `NON_AGENT_PURPOSES` (every purpose the
+SDK's `AnalyticsParticipant` lists but `agent` and `user`; a purpose this module has never seen
+counts as an agent), and that has at least one communication of a media in `MEDIA_TYPES`.
 
 Selection (`participant`):
 - `last-agent` (default): the one communication that ended last by `disconnected_time` (not the
@@ -18,9 +18,19 @@ Selection (`participant`):
 - `all-agents`: every agent communication; all must have ended.
 An `agent_id` first narrows the agents to the participants of that user.
 
+A selected communication whose `afterCallWork.state` is `pending` makes the row `not_ended`:
+its agent is still wrapping up, and a POST now would race the agent's own choice.
+
 Decision per selected communication: it already has the code -> `unchanged`; it has another
 code -> `skip` (or `apply` with `on_existing="replace"`); it has none, or only a system
-placeholder from `PLACEHOLDER_CODES` (after-call work timed out) -> `apply`.
+placeholder from `PLACEHOLDER_CODES` (no agent chose a code) -> `apply`. Every other system
+code (`ININ-WRAP-UP-DELETED`, `ININ-OUTBOUND-*`, ...) counts as an existing wrap-up.
+
+End time: a wrap-up is sent with the `endTime` that keeps the agent's after-call work where it
+was (`Target.end_time`): the existing wrap-up's `endTime`, else the participant's `endAcwTime`
+(when it is not before the communication's end), else the communication's
+`afterCallWork.endTime`, else its `disconnectedTime`. Without it the server may end the
+after-call work at the time of the backfill (UNCONFIRMED), days of after-call work in reports.
 """
 
 from __future__ import annotations
@@ -33,6 +43,9 @@ from typing import Any, Literal
 from wrapup_batch.models import Status
 
 __all__ = [
+    "AGENT_PURPOSES",
+    "ANALYTICS_MEDIA",
+    "ANALYTICS_PURPOSES",
     "ENDED_STATES",
     "MEDIA_TYPES",
     "NON_AGENT_PURPOSES",
@@ -48,6 +61,8 @@ __all__ = [
     "agent_participants",
     "conversation_from_analytics",
     "conversation_from_json",
+    "format_time",
+    "is_system_code",
     "parse_time",
     "plan",
 ]
@@ -64,16 +79,46 @@ MEDIA_TYPES = (
     "screenshares",
 )
 ENDED_STATES = frozenset({"disconnected", "terminated"})
-# Purposes of participants that are never wrapped up, even when they carry a userId.
-NON_AGENT_PURPOSES = frozenset(
-    {"customer", "external", "acd", "ivr", "voicemail", "workflow", "botflow", "fax"}
+# Every participant purpose the SDK knows (`AnalyticsParticipant.purpose`, SDK 269; the
+# Conversations API's `Participant.purpose` is a plain string with the same values).
+ANALYTICS_PURPOSES = frozenset(
+    {
+        "acd",
+        "agent",
+        "api",
+        "botflow",
+        "campaign",
+        "customer",
+        "dialer",
+        "external",
+        "fax",
+        "group",
+        "inbound",
+        "ivr",
+        "manual",
+        "outbound",
+        "station",
+        "user",
+        "voicemail",
+        "voicesurveyflow",
+        "workflow",
+    }
 )
-# System codes Genesys records when an agent's after-call work timed out or was skipped. They
-# are not a choice anyone made, so they do not count as an existing wrap-up: the backfill
-# applies over them even with on_existing="skip" (the previous code is still recorded).
+#: The purposes of user participants, the only ones a wrap-up belongs to.
+AGENT_PURPOSES = frozenset({"agent", "user"})
+# Purposes of participants that are never wrapped up, even when they carry a userId.
+NON_AGENT_PURPOSES = ANALYTICS_PURPOSES - AGENT_PURPOSES
+# System codes Genesys records when no agent chose a code: the after-call work timed out, or
+# the agent skipped the wrap-up. They do not count as an existing wrap-up: the backfill applies
+# over them even with on_existing="skip" (the previous code is still recorded). Every other
+# system code (`is_system_code`) counts as a wrap-up that exists: `ININ-WRAP-UP-DELETED` (a code
+# was chosen and later deleted) and the dialer's `ININ-OUTBOUND-*` outcomes (which campaign
+# rules and reports rely on) are skipped unless --on-existing replace.
 # UNCONFIRMED: seen as the analytics `wrapUpCode` value; whether the Conversations API shows
-# these names or an id in `wrapup.code`, and whether a POST may overwrite them.
+# these names or an id in `wrapup.code`, what DELETED stands for exactly, and whether a POST may
+# overwrite any of them.
 PLACEHOLDER_CODES = frozenset({"ININ-WRAP-UP-TIMEOUT", "ININ-WRAP-UP-SKIPPED"})
+_SYSTEM_CODE_PREFIX = "ININ-"
 
 Action = Literal["apply", "unchanged", "skip"]
 ParticipantMode = Literal["last-agent", "all-agents"]
@@ -91,23 +136,27 @@ _CONVERSATION_MEDIA = (
     ("cobrowsesessions", "cobrowsesessions"),
     ("screenshares", "screenshares"),
 )
-_UNSUPPORTED_MEDIA_KEYS = ("chats",)
+_UNSUPPORTED_MEDIA_KEYS = ("chats", "internalMessages", "screenMonitorings")
 
-# Analytics `mediaType` -> wrapup endpoint media. UNCONFIRMED against real orgs, like the whole
-# analytics mapping. `chat` (retired web chat, no wrapup endpoint) and `internalmessage` are
-# left out; an unknown media type is left out too.
-_ANALYTICS_MEDIA = {
+# Analytics `mediaType` (the SDK's `AnalyticsSession`: callback, chat, cobrowse, email,
+# internalmessage, message, screenmonitoring, screenshare, unknown, video, voice) -> wrapup
+# endpoint media, for each that has one. There is no `social`: UNCONFIRMED which mediaType a
+# social expression has in analytics, so a session of any other type marks the conversation's
+# analytics view `incomplete`, and the runner reads that conversation through the
+# Conversations API instead. UNCONFIRMED against real orgs, like the whole analytics mapping.
+ANALYTICS_MEDIA = {
     "voice": "calls",
     "callback": "callbacks",
     "email": "emails",
     "message": "messages",
-    "social": "socials",
     "video": "videos",
     "cobrowse": "cobrowsesessions",
     "screenshare": "screenshares",
 }
 
 _MEDIA_ORDER = {media: index for index, media in enumerate(MEDIA_TYPES)}
+#: `afterCallWork.state` of a communication whose agent is still in after-call work.
+ACW_PENDING = "pending"
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _REPLACE_HINT = "use --on-existing replace to change it"
 
@@ -121,10 +170,19 @@ class Communication:
     disconnected_time: datetime | None
     wrapup_code: str | None
     wrapup_notes: str | None
+    #: The existing wrap-up's `endTime` (analytics: its wrapup segment's end).
+    wrapup_end: datetime | None = None
+    #: `afterCallWork.state` (unknown, notApplicable, skipped, pending, complete) and `endTime`.
+    acw_state: str | None = None
+    acw_end: datetime | None = None
 
     @property
     def ended(self) -> bool:
         return self.state in ENDED_STATES
+
+    @property
+    def in_after_call_work(self) -> bool:
+        return self.acw_state == ACW_PENDING
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +192,8 @@ class Participant:
     user_id: str | None
     name: str | None
     communications: tuple[Communication, ...]
+    #: When the participant's after-call work ended (`endAcwTime`).
+    end_acw: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +201,11 @@ class ConversationView:
     id: str
     participants: tuple[Participant, ...]
     ended: bool
+    #: When the conversation ended (analytics `conversationEnd`, Conversations API `endTime`).
+    end_time: datetime | None = None
+    #: Analytics only: some session could not be mapped to a wrap-up media, or shows after-call
+    #: work still open: the Conversations API must be asked instead.
+    incomplete: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +217,8 @@ class Target:
     previous_code: str | None
     previous_notes: str | None
     action: Action
+    #: The `endTime` to send with the wrap-up (see the module docstring); None when unknown.
+    end_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +250,17 @@ def parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
+def format_time(value: datetime) -> str:
+    """An aware datetime as Genesys writes times: ISO-8601 UTC with milliseconds and Z."""
+    utc = value.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def is_system_code(code: str | None) -> bool:
+    """Whether a wrap-up code is one Genesys sets itself (`ININ-...`), not an org's code id."""
+    return code is not None and code.upper().startswith(_SYSTEM_CODE_PREFIX)
+
+
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -197,14 +275,18 @@ def _items(value: object) -> list[Mapping[str, Any]]:
     return [item for item in value if isinstance(item, Mapping)]
 
 
-def _wrapup(value: object) -> tuple[str | None, str | None]:
-    """(code id, notes) of a `wrapup` object; the code may also come as {id, name}."""
+_Wrapup = tuple[str | None, str | None, datetime | None]
+_NO_WRAPUP: _Wrapup = (None, None, None)
+
+
+def _wrapup(value: object) -> _Wrapup:
+    """(code id, notes, endTime) of a `wrapup` object; the code may also come as {id, name}."""
     if not isinstance(value, Mapping):
-        return None, None
+        return _NO_WRAPUP
     code = value.get("code")
     if isinstance(code, Mapping):
         code = code.get("id")
-    return _str(code), _str(value.get("notes"))
+    return _str(code), _str(value.get("notes")), parse_time(value.get("endTime"))
 
 
 def conversation_from_json(data: Mapping[str, Any]) -> ConversationView:
@@ -214,6 +296,7 @@ def conversation_from_json(data: Mapping[str, Any]) -> ConversationView:
         id=_str(data.get("id")) or "",
         participants=participants,
         ended=bool(data.get("endTime")),
+        end_time=parse_time(data.get("endTime")),
     )
 
 
@@ -222,7 +305,7 @@ def _participant_from_json(raw: Mapping[str, Any]) -> Participant:
     count = sum(len(items) for _, items in media_lists)
     count += sum(len(_items(raw.get(key))) for key in _UNSUPPORTED_MEDIA_KEYS)
     # The participant-level wrapup stands for its communication only when there is just one.
-    inherited = _wrapup(raw.get("wrapup")) if count == 1 else (None, None)
+    inherited = _wrapup(raw.get("wrapup")) if count == 1 else _NO_WRAPUP
     communications = tuple(
         _communication_from_json(item, media, inherited)
         for media, items in media_lists
@@ -234,15 +317,18 @@ def _participant_from_json(raw: Mapping[str, Any]) -> Participant:
         user_id=_str(raw.get("userId")),
         name=_str(raw.get("name")),
         communications=communications,
+        end_acw=parse_time(raw.get("endAcwTime")),
     )
 
 
 def _communication_from_json(
-    raw: Mapping[str, Any], media: str, inherited: tuple[str | None, str | None]
+    raw: Mapping[str, Any], media: str, inherited: _Wrapup
 ) -> Communication:
-    code, notes = _wrapup(raw.get("wrapup"))
+    code, notes, end = _wrapup(raw.get("wrapup"))
     if code is None and notes is None:
-        code, notes = inherited
+        code, notes, end = inherited
+    acw = raw.get("afterCallWork")
+    acw = acw if isinstance(acw, Mapping) else {}
     return Communication(
         id=_str(raw.get("id")) or "",
         media=media,
@@ -251,6 +337,9 @@ def _communication_from_json(
         disconnected_time=parse_time(raw.get("disconnectedTime")),
         wrapup_code=code,
         wrapup_notes=notes,
+        wrapup_end=end,
+        acw_state=_str(acw.get("state")),
+        acw_end=parse_time(acw.get("endTime")),
     )
 
 
@@ -258,62 +347,88 @@ def conversation_from_analytics(data: Mapping[str, Any]) -> ConversationView:
     """Parse one element of `conversations[]` of the analytics conversation details.
 
     UNCONFIRMED against real orgs: that `sessionId` is the Conversations API communication id,
-    the `mediaType` mapping, and the state and times derived from the segments.
+    the `mediaType` mapping, and the state and times derived from the segments. A wrapup
+    segment without an end and without a code is after-call work still going on.
     """
     ended = bool(data.get("conversationEnd"))
-    participants = tuple(
-        Participant(
-            id=_str(raw.get("participantId")) or "",
-            purpose=_lower(raw.get("purpose")),
-            user_id=_str(raw.get("userId")),
-            name=_str(raw.get("participantName")),
-            communications=_sessions(raw, ended),
+    incomplete = False
+    participants = []
+    for raw in _items(data.get("participants")):
+        purpose = _lower(raw.get("purpose"))
+        user_id = _str(raw.get("userId"))
+        comms, unmapped = _sessions(raw, ended)
+        could_be_agent = user_id is not None and purpose not in NON_AGENT_PURPOSES
+        if could_be_agent and (unmapped or any(c.in_after_call_work for c in comms)):
+            incomplete = True
+        participants.append(
+            Participant(
+                id=_str(raw.get("participantId")) or "",
+                purpose=purpose,
+                user_id=user_id,
+                name=_str(raw.get("participantName")),
+                communications=comms,
+            )
         )
-        for raw in _items(data.get("participants"))
-    )
     return ConversationView(
-        id=_str(data.get("conversationId")) or "", participants=participants, ended=ended
+        id=_str(data.get("conversationId")) or "",
+        participants=tuple(participants),
+        ended=ended,
+        end_time=parse_time(data.get("conversationEnd")),
+        incomplete=incomplete,
     )
 
 
-def _sessions(participant: Mapping[str, Any], ended: bool) -> tuple[Communication, ...]:
-    comms = [
-        comm
-        for session in _items(participant.get("sessions"))
-        if (comm := _communication_from_session(session, ended)) is not None
-    ]
+#: Analytics media types that have no wrap-up endpoint, so that a session of them is left out
+#: as the Conversations API's `chats`, `internalMessages` and `screenMonitorings` are.
+_ANALYTICS_MEDIA_WITHOUT_WRAPUP = frozenset({"chat", "internalmessage", "screenmonitoring"})
+
+
+def _sessions(
+    participant: Mapping[str, Any], ended: bool
+) -> tuple[tuple[Communication, ...], bool]:
+    """The participant's communications, and whether a session had a media type not mapped."""
+    comms: list[Communication] = []
+    unmapped = False
+    for session in _items(participant.get("sessions")):
+        media_type = _lower(session.get("mediaType"))
+        media = ANALYTICS_MEDIA.get(media_type)
+        session_id = _str(session.get("sessionId"))
+        if media is None:
+            unmapped = unmapped or media_type not in _ANALYTICS_MEDIA_WITHOUT_WRAPUP
+        elif session_id is not None:
+            comms.append(_communication_from_session(session, session_id, media, ended))
     # Listed by media, as the Conversations API lists them (one array per media), so that both
     # views of a conversation order its communications, and so break ties, the same way.
     comms.sort(key=lambda comm: _MEDIA_ORDER[comm.media])
-    return tuple(comms)
+    return tuple(comms), unmapped
 
 
 def _communication_from_session(
-    session: Mapping[str, Any], conversation_ended: bool
-) -> Communication | None:
-    media = _ANALYTICS_MEDIA.get(_lower(session.get("mediaType")))
-    session_id = _str(session.get("sessionId"))
-    if media is None or session_id is None:
-        return None
+    session: Mapping[str, Any], session_id: str, media: str, conversation_ended: bool
+) -> Communication:
     segments = _items(session.get("segments"))
     connected: datetime | None = None
     disconnected: datetime | None = None
     open_segment = False
+    acw_open = False
     code: str | None = None
     notes: str | None = None
+    wrapup_end: datetime | None = None
     for segment in segments:
         start = parse_time(segment.get("segmentStart"))
         if start is not None and (connected is None or start < connected):
             connected = start
         end = parse_time(segment.get("segmentEnd"))
+        is_wrapup = segment.get("segmentType") == "wrapup"
+        has_code = _str(segment.get("wrapUpCode")) is not None
         if end is None:
             open_segment = True
-        elif segment.get("segmentType") != "wrapup" and (
-            disconnected is None or end > disconnected
-        ):
+            acw_open = acw_open or (is_wrapup and not has_code)
+        elif not is_wrapup and (disconnected is None or end > disconnected):
             disconnected = end
-        if _str(segment.get("wrapUpCode")) is not None:  # the last one carrying a code wins
+        if has_code:  # the last one carrying a code wins
             code, notes = _str(segment.get("wrapUpCode")), _str(segment.get("wrapUpNote"))
+            wrapup_end = end
     ended = conversation_ended or (bool(segments) and not open_segment)
     return Communication(
         id=session_id,
@@ -323,6 +438,8 @@ def _communication_from_session(
         disconnected_time=disconnected,
         wrapup_code=code,
         wrapup_notes=notes,
+        wrapup_end=wrapup_end,
+        acw_state=ACW_PENDING if acw_open else None,
     )
 
 
@@ -382,6 +499,9 @@ def plan(
     if still_open is not None:
         return Plan(Status.NOT_ENDED, _not_ended_message(*still_open), ())
     selected = candidates if participant == "all-agents" else [_ended_last(candidates)]
+    wrapping_up = next(((p, c) for p, c in selected if c.in_after_call_work), None)
+    if wrapping_up is not None:
+        return Plan(Status.NOT_ENDED, _after_call_work_message(*wrapping_up), ())
     if expected_code is not None:
         return _replace_expected(selected, code_id, expected_code, name_of)
     targets = tuple(_target(p, c, code_id, on_existing) for p, c in selected)
@@ -448,7 +568,35 @@ def _target(p: Participant, c: Communication, code_id: str, on_existing: OnExist
         previous_code=previous,
         previous_notes=c.wrapup_notes,
         action=action,
+        end_time=_end_time(p, c),
     )
+
+
+def _end_time(p: Participant, c: Communication) -> datetime | None:
+    """When the agent's after-call work on `c` ended, as far as the conversation tells.
+
+    The existing wrap-up's end, else the participant's `endAcwTime` (for the participant's
+    communication that ended last only: the participant's after-call work follows it), else
+    the communication's `afterCallWork.endTime`, else its `disconnectedTime`. A time before the
+    communication's end is not believed.
+    """
+    ended = c.disconnected_time
+
+    def plausible(value: datetime | None) -> bool:
+        return value is not None and (ended is None or value >= ended)
+
+    if plausible(c.wrapup_end):
+        return c.wrapup_end
+    if plausible(p.end_acw) and _ends_last(p, c):
+        return p.end_acw
+    if plausible(c.acw_end):
+        return c.acw_end
+    return ended
+
+
+def _ends_last(p: Participant, c: Communication) -> bool:
+    latest = max((other.disconnected_time or _NEVER for other in p.communications), default=_NEVER)
+    return (c.disconnected_time or _NEVER) >= latest
 
 
 def _decide(
@@ -504,6 +652,15 @@ def _no_agent_message(conversation: ConversationView) -> str:
 def _absent_user_message(agent_id: str, agents: tuple[Participant, ...]) -> str:
     users = ", ".join(dict.fromkeys(p.user_id or "" for p in agents))
     return f"user {agent_id} is not an agent participant of this conversation (agents: {users})"
+
+
+def _after_call_work_message(p: Participant, c: Communication) -> str:
+    who = p.name or p.user_id or p.id
+    return (
+        f"the agent {who} (participant {p.id}) is still in after-call work on the {c.media} "
+        f"communication {c.id} (afterCallWork pending): not wrapped up now, so as not to race "
+        "the agent's own choice; the next run tries again"
+    )
 
 
 def _not_ended_message(p: Participant, c: Communication) -> str:
