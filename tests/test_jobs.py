@@ -87,6 +87,7 @@ max_runtime = "90m"
 request_timeout = 12.5
 lookup = "analytics"
 lookup_batch = 50
+analytics_settle = "30m"
 sandbox = false
 log_format = "json"
 quiet = true
@@ -118,6 +119,7 @@ notes = "Comment"
         "request_timeout": 12.5,
         "lookup": "analytics",
         "lookup_batch": 50,
+        "analytics_settle": 1800.0,
         "sandbox": False,
         "log_format": "json",
         "quiet": True,
@@ -205,6 +207,11 @@ def _error(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> s
             "key 'concurrency' must be an integer from 1 to 64; got the number 2.5",
         ),
         ("lookup_batch = true", "key 'lookup_batch' must be an integer from 1 to 100; got true"),
+        (
+            'analytics_settle = "soon"',
+            "key 'analytics_settle' must be a duration: a string such as \"30m\" or \"2h\", or "
+            'a number of seconds (0 allowed); got the string "soon"',
+        ),
         (
             'dry_run = "yes"',
             "key 'dry_run' must be a boolean (true or false); got the string \"yes\"",

@@ -305,6 +305,13 @@ def _parse_duration(value: str | float | None) -> float | None:
         raise click.BadParameter(str(exc), param_hint="--max-runtime") from None
 
 
+def _parse_settle(value: str | float) -> float:
+    try:
+        return parse_duration(value, allow_zero=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--analytics-settle") from None
+
+
 def _parse_columns(values: Sequence[str]) -> dict[str, str]:
     mapping: dict[str, str] = {}
     for value in values:
@@ -539,6 +546,14 @@ def _run_options(fn: F) -> F:
             show_default=True,
             help="Conversations per analytics request.",
         ),
+        click.option(
+            "--analytics-settle",
+            default="1h",
+            show_default=True,
+            help="With --lookup analytics, read a conversation that ended less than this long "
+            "ago (30m, 2h; 0 trusts analytics at once) through the Conversations API: analytics "
+            "may not show a wrap-up set a moment ago.",
+        ),
         click.option("--sandbox", is_flag=True, help="Run against the built-in emulator."),
         *_log_options(),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
@@ -665,6 +680,7 @@ def _execute(
         request_timeout=params["request_timeout"],
         lookup=params["lookup"],
         lookup_batch=params["lookup_batch"],
+        analytics_settle=_parse_settle(params.get("analytics_settle", "1h")),
     )
     tty = sys.stderr.isatty() if interactive is None else interactive
     reporter = _ProgressReporter(enabled=not params["quiet"], interactive=tty)

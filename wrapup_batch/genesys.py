@@ -428,8 +428,13 @@ class GenesysClient:
         *,
         code_id: str,
         notes: str | None = None,
+        end_time: str | None = None,
     ) -> None:
-        """Apply a wrap-up. After an attempt whose outcome is unknown, read before resending."""
+        """Apply a wrap-up. After an attempt whose outcome is unknown, read before resending.
+
+        `end_time` (ISO-8601 UTC) is sent as `WrapupInput.endTime`: when the agent's after-call
+        work ended, so that the backfill does not stretch it to the moment of the POST.
+        """
         method = getattr(
             self._conversations,
             f"post_conversations_{MEDIA_METHODS[media]}_participant_communication_wrapup",
@@ -438,6 +443,8 @@ class GenesysClient:
         body.code = code_id
         if notes:
             body.notes = notes
+        if end_time:
+            body.end_time = end_time  # a string: the SDK sends it as given
         path = _wrapup_path(media, conversation_id, participant_id, communication_id)
         uncertain = False
         settle_until = 0.0

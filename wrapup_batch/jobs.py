@@ -50,8 +50,9 @@ class Job:
     secrets: tuple[str, ...] = ()
 
 
-def parse_duration(value: str | float) -> float:
-    """Seconds from `45s`, `90m`, `2h` or a plain number of seconds; ValueError otherwise."""
+def parse_duration(value: str | float, *, allow_zero: bool = False) -> float:
+    """Seconds from `45s`, `90m`, `2h` or a plain number of seconds; ValueError otherwise
+    (and for zero, unless `allow_zero`)."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; use e.g. 45s, 90m or 2h")
     if isinstance(value, int | float):
@@ -65,6 +66,8 @@ def parse_duration(value: str | float) -> float:
             seconds = float(number) * scale
         except ValueError:
             raise ValueError(f"{value!r} is not a duration; use e.g. 45s, 90m or 2h") from None
+    if allow_zero and seconds == 0:
+        return 0.0
     if not seconds > 0 or seconds == float("inf"):
         raise ValueError(f"{value!r} is not a duration of more than zero")
     return seconds
@@ -211,6 +214,16 @@ def _duration(ctx: _Context, key: str, value: Any) -> float:
         raise _Bad(expected) from None
 
 
+def _settle(ctx: _Context, key: str, value: Any) -> float:
+    expected = 'a duration: a string such as "30m" or "2h", or a number of seconds (0 allowed)'
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _Bad(expected)
+    try:
+        return parse_duration(value, allow_zero=True)
+    except ValueError:
+        raise _Bad(expected) from None
+
+
 def _sheet(ctx: _Context, key: str, value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         raise _Bad("a sheet name (a string) or a 0-based sheet index (an integer)")
@@ -266,6 +279,7 @@ JOB_KEYS: dict[str, _Key] = {
     "request_timeout": _Key("request_timeout", _number(0.1, "seconds")),
     "lookup": _Key("lookup", _choice("conversations", "analytics")),
     "lookup_batch": _Key("lookup_batch", _integer(1, 100)),
+    "analytics_settle": _Key("analytics_settle", _settle),
     "sandbox": _Key("sandbox", _boolean),
     "log_file": _Key("log_file", _path),
     "log_format": _Key("log_format", _choice("text", "json")),

@@ -38,6 +38,7 @@ RESULT_COLUMNS = (
     "context_id",
     "notes",
     "agent_id",
+    "wrapup_end_time",
 )
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from wrapup_batch.api_settings import is_permission_error
@@ -36,7 +37,15 @@ from wrapup_batch.errors import (
 )
 from wrapup_batch.ledger import DONE, ItemUpdate, Ledger, WorkItem
 from wrapup_batch.models import FINE, UNFINISHED, InputRow, Status
-from wrapup_batch.planner import ConversationView, OnExisting, ParticipantMode, Plan, plan
+from wrapup_batch.planner import (
+    ConversationView,
+    OnExisting,
+    ParticipantMode,
+    Plan,
+    Target,
+    format_time,
+    plan,
+)
 from wrapup_batch.planner import conversation_from_analytics as parse_analytics
 from wrapup_batch.planner import conversation_from_json as parse_conversation
 from wrapup_batch.revert import check_revertible, revert_rows
@@ -68,6 +77,9 @@ class RunOptions:
     request_timeout: float = 30.0
     lookup: LookupMode = "conversations"
     lookup_batch: int = 100
+    #: `--lookup analytics`: only a conversation that ended at least this long ago is read from
+    #: analytics; a younger one through the Conversations API (see `_lookups`).
+    analytics_settle: float = 3600.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -305,9 +317,13 @@ class _Run:
 
         `--lookup analytics` reads `lookup_batch` conversations per request. It is UNCONFIRMED
         that analytics and the Conversations API agree (`check --lookup-compare` verifies it on
-        an org), and analytics data lags: so an item falls back to its own GET when analytics
-        does not know the conversation, does not show it ended, or the item was in flight
-        (whether its POST landed must be read from the Conversations API).
+        an org), and analytics data lags: a wrap-up an agent set a minute ago may not be there
+        yet, and "no wrap-up" would then overwrite it. So an item falls back to its own GET
+        when analytics does not know the conversation, does not show it ended, shows it ended
+        less than `analytics_settle` ago (UNCONFIRMED how long analytics takes: the default,
+        an hour, is a guess on the safe side of the minutes Genesys usually takes), shows a
+        session it cannot map to a wrap-up media or after-call work still open, or when the
+        item was in flight (whether its POST landed must be read from the Conversations API).
         """
         if self.options.lookup != "analytics":
             for item in self._items():
@@ -318,9 +334,17 @@ class _Run:
                 {i.conversation_id for i in batch if i.status != Status.IN_FLIGHT.value}
             )
             found = self._analytics(client, wanted) if wanted else {}
+            settled_before = datetime.now(UTC) - timedelta(seconds=self.options.analytics_settle)
             for item in batch:
                 view = found.get(item.conversation_id)
-                usable = view is not None and view.ended and item.status != Status.IN_FLIGHT.value
+                usable = (
+                    view is not None
+                    and view.ended
+                    and not view.incomplete
+                    and view.end_time is not None
+                    and view.end_time <= settled_before
+                    and item.status != Status.IN_FLIGHT.value
+                )
                 yield item, view if usable else None
 
     def _analytics(self, client: GenesysClient, ids: list[str]) -> dict[str, ConversationView]:
@@ -521,6 +545,7 @@ class _Worker:
                     target.communication_id,
                     code_id=item.code_id,
                     notes=item.notes,
+                    end_time=format_time(target.end_time) if target.end_time else None,
                 )
             except ApiError as err:
                 return self._failure(item, err, looking_up=False, the_plan=the_plan)
@@ -562,6 +587,7 @@ class _Worker:
             previous_code_name=previous_names,
             http_status=http_status,
             attempts=1 if status in (Status.APPLIED, Status.IN_FLIGHT) else 0,
+            wrapup_end_time=_end_times(targets),
         )
 
     def _failure(
@@ -631,6 +657,12 @@ def _chunks(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
             batch = []
     if batch:
         yield batch
+
+
+def _end_times(targets: Iterable[Target]) -> str | None:
+    """The `endTime` sent to each target (";"-joined like the ids; "" where none is sent)."""
+    times = [format_time(t.end_time) if t.action == "apply" and t.end_time else "" for t in targets]
+    return ";".join(times) if any(times) else None
 
 
 def _join(values: Iterable[str | None]) -> str:

@@ -61,6 +61,7 @@ class Reading(LedgerBase):
             items.c.context_id,
             items.c.notes,
             items.c.agent_id,
+            items.c.wrapup_end_time,
         ]
         if cell is not None:
             texts = [cell(column) for column in texts]

@@ -67,6 +67,8 @@ class ItemUpdate:
     error_code: str | None = None
     context_id: str | None = None
     attempts: int = 0
+    #: The `endTime` sent (or to be sent) with each wrap-up, ";"-joined like the communications.
+    wrapup_end_time: str | None = None
 
 
 class ResultRow(NamedTuple):
@@ -88,6 +90,7 @@ class ResultRow(NamedTuple):
     context_id: str | None
     notes: str | None
     agent_id: str | None
+    wrapup_end_time: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ Tables:
 - `runs`: one row per run (started, finished, source, options, counts, exit code).
 - `items`: one row per distinct request, keyed by (conversation id, requested code, agent id,
   notes) through `item_key`; holds the outcome: status, message, participant and
-  communication ids, previous code, HTTP status, Genesys error code and contextId, attempts.
+  communication ids, previous code, the wrap-up `endTime` sent (`wrapup_end_time`), HTTP
+  status, Genesys error code and contextId, attempts.
   An item outlives runs: a rerun finds it and does not redo it.
 - `run_rows`: one row per input row of a run, pointing at its item (`item_key`, and `item_id`
   for joins); row-level statuses (`invalid`, `duplicate`) live here, everything else on the
@@ -36,7 +37,7 @@ from sqlalchemy import (
 from wrapup_batch.errors import LedgerError
 from wrapup_batch.models import Status
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -89,6 +90,8 @@ items = Table(
     Column("error_code", String),
     Column("context_id", String),
     Column("attempts", Integer, nullable=False, default=0),
+    # schema 4: the `endTime` sent with the wrap-up, per communication (";"-joined like the ids)
+    Column("wrapup_end_time", Text),
     Column("first_run_id", Integer, nullable=False),
     Column("last_run_id", Integer, nullable=False),
     Column("created", String, nullable=False),
@@ -167,6 +170,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "UPDATE run_rows SET item_id = (SELECT id FROM items WHERE items.item_key = "
         "run_rows.item_key) WHERE item_key IS NOT NULL",
     ),
+    3: ("ALTER TABLE items ADD COLUMN wrapup_end_time TEXT",),
 }
 
 

@@ -34,6 +34,7 @@ _RECORD_STATEMENT = (
         http_status=bindparam("b_http_status"),
         error_code=bindparam("b_error_code"),
         context_id=bindparam("b_context_id"),
+        wrapup_end_time=bindparam("b_wrapup_end_time"),
         attempts=items.c.attempts + bindparam("b_attempts"),
         last_run_id=bindparam("b_run_id"),
         updated=bindparam("b_updated"),
@@ -42,7 +43,8 @@ _RECORD_STATEMENT = (
 _RECORD_SQLITE = (
     "UPDATE items SET status = ?, message = ?, participant_id = ?, communication_id = ?, "
     "media = ?, previous_code = ?, previous_code_name = ?, http_status = ?, error_code = ?, "
-    "context_id = ?, attempts = attempts + ?, last_run_id = ?, updated = ? WHERE id = ?"
+    "context_id = ?, wrapup_end_time = ?, attempts = attempts + ?, last_run_id = ?, updated = ? "
+    "WHERE id = ?"
 )
 
 
@@ -123,6 +125,7 @@ class Work(LedgerBase):
                     u.http_status,
                     u.error_code,
                     u.context_id,
+                    u.wrapup_end_time,
                     u.attempts,
                     run_id,
                     stamp,
@@ -146,6 +149,7 @@ class Work(LedgerBase):
                 "b_http_status": u.http_status,
                 "b_error_code": u.error_code,
                 "b_context_id": u.context_id,
+                "b_wrapup_end_time": u.wrapup_end_time,
                 "b_attempts": u.attempts,
                 "b_run_id": run_id,
                 "b_updated": stamp,
