@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,29 @@ SEED = json.loads(default_seed_path().read_text(encoding="utf-8"))
 HOME, SALES_DIV, RESTRICTED = (d["id"] for d in SEED["divisions"])
 CODE_IDS = {c["name"]: c["id"] for c in SEED["wrapupCodes"]}
 VISIBLE_CODES = {c["name"] for c in SEED["wrapupCodes"] if c["divisionId"] != RESTRICTED}
-MEDIA = ("calls", "callbacks", "emails", "messages")
-SDK_MEDIA = {"calls": "call", "callbacks": "callback", "emails": "email", "messages": "message"}
+MEDIA = (
+    "calls",
+    "callbacks",
+    "emails",
+    "messages",
+    "socials",
+    "videos",
+    "cobrowsesessions",
+    "screenshares",
+)
+SDK_MEDIA = {
+    "calls": "call",
+    "callbacks": "callback",
+    "emails": "email",
+    "messages": "message",
+    "socials": "social",
+    "videos": "video",
+    "cobrowsesessions": "cobrowsesession",
+    "screenshares": "screenshare",
+}
+#: The participant's array of each media: in the seed / the API's JSON, and in the SDK's model.
+JSON_ARRAY = {media: media for media in MEDIA} | {"socials": "socialExpressions"}
+SDK_ARRAY = {media: media for media in MEDIA} | {"socials": "social_expressions"}
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ERROR_KEYS = {
     "message",
@@ -231,7 +252,11 @@ def test_token_expires_after_ttl(
     with pytest.raises(ApiException) as exc:
         api.get_conversation(conv_id(1))
     assert exc.value.status == 401
-    assert error_of(exc)["code"] == "bad.credentials"
+    # an expired token is told apart from one the server never issued (as public clients see)
+    assert error_of(exc)["code"] == "credentials.expired"
+    with pytest.raises(ApiException) as again:
+        api.get_conversation(conv_id(1))
+    assert error_of(again)["code"] == "credentials.expired"
     api_client.get_client_credentials_token(handle.client_id, handle.client_secret)
     assert api.get_conversation(conv_id(1)).id == conv_id(1)
 
@@ -302,6 +327,8 @@ def test_codes_without_permission_is_403(emulator: EmulatorHandle, sdk_client: M
 
 
 def _iso(value: str | None) -> datetime | None:
+    if value and value.startswith("now"):  # relative to the emulator's start: a recent time
+        return None
     return datetime.fromisoformat(value) if value else None
 
 
@@ -319,12 +346,19 @@ def test_sdk_keeps_every_field_the_tool_needs(
         assert have.purpose == want["purpose"]
         assert have.user_id == want.get("userId")
         for media in MEDIA:
-            comms = getattr(have, media)
-            assert [c.id for c in comms] == [c["id"] for c in want.get(media, [])]
-            for c, w in zip(comms, want.get(media, []), strict=True):
+            comms = getattr(have, SDK_ARRAY[media])
+            seeded_comms = want.get(JSON_ARRAY[media], [])
+            assert [c.id for c in comms] == [c["id"] for c in seeded_comms]
+            for c, w in zip(comms, seeded_comms, strict=True):
                 assert c.state == w["state"]
-                assert c.connected_time == _iso(w.get("connectedTime"))
-                assert c.disconnected_time == _iso(w.get("disconnectedTime"))
+                for have_time, want_time in (
+                    (c.connected_time, w.get("connectedTime")),
+                    (c.disconnected_time, w.get("disconnectedTime")),
+                ):
+                    if _iso(want_time) is not None or want_time is None:
+                        assert have_time == _iso(want_time)
+                    else:  # `now-5m` in the seed: some minutes before now
+                        assert 0 < (datetime.now(UTC) - have_time).total_seconds() < 3600
                 assert (c.wrapup.code if c.wrapup else None) == w.get("wrapup", {}).get("code")
                 all_ended &= w["state"] in ("disconnected", "terminated")
     assert (got.end_time is not None) == all_ended
@@ -376,9 +410,33 @@ def test_every_error_has_a_fresh_context_id(emulator: EmulatorHandle) -> None:
 # Wrap-ups
 
 # (media, conversation number, participant index) of an ended agent communication per media.
-APPLY_CASES = [("calls", 1, 3), ("emails", 4, 3), ("messages", 5, 3), ("callbacks", 6, 3)]
+APPLY_CASES = [
+    ("calls", 1, 3),
+    ("emails", 4, 3),
+    ("messages", 5, 3),
+    ("callbacks", 6, 3),
+    ("socials", 22, 3),
+    ("videos", 23, 3),
+    ("cobrowsesessions", 24, 3),
+    ("screenshares", 25, 3),
+]
 
 
+def test_every_wrapup_media_of_the_sdk_is_served_and_seeded() -> None:
+    """The eight wrap-up paths of the SDK: each has a route and a seeded conversation."""
+    posts = {
+        name.removeprefix("post_conversations_").removesuffix("_participant_communication_wrapup")
+        for name in dir(ConversationsApi)
+        if name.startswith("post_conversations_")
+        and name.endswith("_participant_communication_wrapup")
+    }
+    assert posts == set(SDK_MEDIA.values())
+    assert {media for media, _, _ in APPLY_CASES} == set(MEDIA)
+
+
+# The SDK marks the cobrowse and screenshare wrap-up methods deprecated (SDK 269); they are
+# still the SDK's own methods for those paths, and the tool calls them too.
+@pytest.mark.filterwarnings("ignore:Call to deprecated function:DeprecationWarning")
 @pytest.mark.parametrize(("media", "n", "p"), APPLY_CASES)
 def test_post_then_get_wrapup_on_each_media(
     emulator: EmulatorHandle, sdk_client: MakeSdk, media: str, n: int, p: int
@@ -393,7 +451,7 @@ def test_post_then_get_wrapup_on_each_media(
     assert got.end_time is not None
     conversation = ConversationsApi(api_client).get_conversation(conv_id(n))
     agent = conversation.participants[p - 1]
-    assert getattr(agent, media)[0].wrapup.code == code
+    assert getattr(agent, SDK_ARRAY[media])[0].wrapup.code == code
     assert agent.wrapup.code == code
     assert emulator.stats()["wrapups"][comm_id(n, p)] == code
 
@@ -407,6 +465,34 @@ def test_existing_wrapup_is_overwritten(emulator: EmulatorHandle, sdk_client: Ma
     post_wrapup(api_client, *args, CODE_IDS["Spam"])
     assert get_wrapup(api_client, *args).code == CODE_IDS["Spam"]
     assert emulator.stats()["posts_per_communication"] == {comm_id(8, 3): 2}
+
+
+def test_wrapup_get_needs_no_permission_and_reads_the_provisional_one_on_request(
+    emulator: EmulatorHandle, sdk_client: MakeSdk
+) -> None:
+    args = ("calls", conv_id(1), part_id(1, 3), comm_id(1, 3))
+    only_wrapup = sdk_client(emulator, "wrapup-batch-wrapup-only")
+    with pytest.raises(ApiException) as exc:  # this client may not read the conversation...
+        ConversationsApi(only_wrapup).get_conversation(conv_id(1))
+    assert (exc.value.status, error_of(exc)["code"]) == (403, "missing.permissions")
+    body = wrapup_input(CODE_IDS["Spam"], "a guess")
+    body.provisional = True
+    ConversationsApi(only_wrapup).post_conversations_call_participant_communication_wrapup(
+        *args[1:], body=body
+    )
+    api = ConversationsApi(only_wrapup)  # ...but reads the wrap-up: it needs no permission
+    provisional = api.get_conversations_call_participant_communication_wrapup(
+        *args[1:], provisional=True
+    )
+    assert (provisional.code, provisional.notes) == (CODE_IDS["Spam"], "a guess")
+    with pytest.raises(ApiException) as exc:  # no final wrap-up yet
+        api.get_conversations_call_participant_communication_wrapup(*args[1:])
+    assert exc.value.status == 404
+    post_wrapup(only_wrapup, *args, CODE_IDS["Sales"])
+    assert get_wrapup(only_wrapup, *args).code == CODE_IDS["Sales"]
+    with pytest.raises(ApiException) as exc:
+        api.get_conversations_call_participant_communication_wrapup(*args[1:], provisional=True)
+    assert exc.value.status == 404
 
 
 def test_get_wrapup_without_one_is_404(emulator: EmulatorHandle, sdk_client: MakeSdk) -> None:
@@ -520,14 +606,14 @@ def test_analytics_matches_the_conversations_api(
         ]
         for ap, vp in zip(analytic.participants, view.participants, strict=True):
             assert (ap.purpose, ap.user_id) == (vp.purpose, vp.user_id)
-            comms = [c for m in MEDIA for c in getattr(vp, m)]
+            comms = [c for m in MEDIA for c in getattr(vp, SDK_ARRAY[m])]
             assert sorted(s.session_id for s in ap.sessions) == sorted(c.id for c in comms)
             wrapped = {c.id: c.wrapup.code for c in comms if c.wrapup}
             codes = {
                 s.session_id: seg.wrap_up_code
                 for s in ap.sessions
                 for seg in s.segments
-                if seg.segment_type == "wrapup"
+                if seg.segment_type == "wrapup" and seg.wrap_up_code
             }
             assert codes == wrapped
     segments = by_id[conv_id(3)].participants[2].sessions[0].segments
@@ -535,6 +621,150 @@ def test_analytics_matches_the_conversations_api(
     assert (segments[-1].wrap_up_code, segments[-1].wrap_up_note) == (code, "upsold")
     assert by_id[conv_id(5)].participants[0].sessions[0].media_type == "message"
     assert by_id[conv_id(1)].participants[0].sessions[0].media_type == "voice"
+
+
+def test_analytics_accepts_either_permission_and_names_both_when_missing(
+    emulator: EmulatorHandle, sdk_client: MakeSdk
+) -> None:
+    agent_analytics = AnalyticsApi(sdk_client(emulator, "wrapup-batch-agent-analytics"))
+    got = agent_analytics.get_analytics_conversations_details(id=[conv_id(1)])
+    assert [c.conversation_id for c in got.conversations] == [conv_id(1)]
+    with pytest.raises(ApiException) as exc:
+        AnalyticsApi(
+            sdk_client(emulator, "wrapup-batch-wrapup-only")
+        ).get_analytics_conversations_details(id=[conv_id(1)])
+    body = error_of(exc)
+    assert (exc.value.status, body["code"]) == (403, "missing.any.permissions")
+    assert "analytics:conversationDetail:view" in body["message"]
+    assert "analytics:agentConversationDetail:view" in body["message"]
+
+
+def test_analytics_media_types_are_the_sdks(emulator: EmulatorHandle, sdk_client: MakeSdk) -> None:
+    """Every session's mediaType loads into the SDK's AnalyticsSession (no `social`)."""
+    ids = [conv_id(n) for n in (1, 4, 5, 6, 22, 23, 24, 25)]
+    got = AnalyticsApi(sdk_client(emulator)).get_analytics_conversations_details(id=ids)
+    types = {c.conversation_id: c.participants[2].sessions[0].media_type for c in got.conversations}
+    assert [types[i] for i in ids] == [
+        "voice",
+        "email",
+        "message",
+        "callback",
+        "unknown",  # a social expression: UNCONFIRMED which type analytics gives it
+        "video",
+        "cobrowse",
+        "screenshare",
+    ]
+
+
+def test_after_call_work_in_both_apis(emulator: EmulatorHandle, sdk_client: MakeSdk) -> None:
+    api_client = sdk_client(emulator)
+    for n, media in ((20, "calls"), (21, "emails")):
+        agent = ConversationsApi(api_client).get_conversation(conv_id(n)).participants[2]
+        comm = getattr(agent, media)[0]
+        assert comm.state == "disconnected"
+        assert comm.after_call_work.state == "pending"
+        assert comm.after_call_work.end_time is None
+        assert agent.start_acw_time is not None and agent.end_acw_time is None
+        assert agent.wrapup_prompt == "mandatory"
+    done = ConversationsApi(api_client).get_conversation(conv_id(1)).participants[2]
+    assert done.calls[0].after_call_work.state == "complete"
+    assert done.end_acw_time == datetime(2026, 11, 20, 8, 8, 30, 300000, tzinfo=UTC)
+    details = AnalyticsApi(api_client).get_analytics_conversations_details(
+        id=[conv_id(20), conv_id(1)]
+    )
+    by_id = {c.conversation_id: c for c in details.conversations}
+    pending = by_id[conv_id(20)].participants[2].sessions[0].segments[-1]
+    assert (pending.segment_type, pending.segment_end, pending.wrap_up_code) == (
+        "wrapup",
+        None,
+        None,
+    )
+    complete = by_id[conv_id(1)].participants[2].sessions[0].segments[-1]
+    assert complete.segment_type == "wrapup" and complete.wrap_up_code is None
+    assert complete.segment_end == done.end_acw_time
+
+
+def test_a_wrapup_segment_ends_at_the_end_time_given(
+    emulator: EmulatorHandle, sdk_client: MakeSdk
+) -> None:
+    api_client = sdk_client(emulator)
+    body = wrapup_input(CODE_IDS["Sales"])
+    body.end_time = "2026-11-20T08:08:30.300Z"
+    ConversationsApi(api_client).post_conversations_call_participant_communication_wrapup(
+        conv_id(1), part_id(1, 3), comm_id(1, 3), body=body
+    )
+    post_wrapup(api_client, "calls", conv_id(2), part_id(2, 4), comm_id(2, 4), CODE_IDS["Sales"])
+    got = AnalyticsApi(api_client).get_analytics_conversations_details(id=[conv_id(1), conv_id(2)])
+    by_id = {c.conversation_id: c for c in got.conversations}
+    given = by_id[conv_id(1)].participants[2].sessions[0].segments[-1]
+    assert given.segment_start == datetime(2026, 11, 20, 8, 7, 45, 300000, tzinfo=UTC)
+    assert given.segment_end == datetime(2026, 11, 20, 8, 8, 30, 300000, tzinfo=UTC)
+    # UNCONFIRMED: with no endTime, the wrap-up ends at the time of the POST (today)
+    stamped = by_id[conv_id(2)].participants[3].sessions[0].segments[-1]
+    assert abs((datetime.now(UTC) - stamped.segment_end).total_seconds()) < 3600
+
+
+def test_system_codes_show_by_name_in_both_apis(
+    emulator: EmulatorHandle, sdk_client: MakeSdk
+) -> None:
+    api_client = sdk_client(emulator)
+    expected = {
+        26: "ININ-WRAP-UP-TIMEOUT",
+        27: "ININ-WRAP-UP-SKIPPED",
+        28: "ININ-WRAP-UP-DELETED",
+        29: "ININ-OUTBOUND-PREVIEW-SKIPPED",
+    }
+    details = AnalyticsApi(api_client).get_analytics_conversations_details(
+        id=[conv_id(n) for n in expected]
+    )
+    in_analytics = {
+        c.conversation_id: c.participants[2].sessions[0].segments[-1].wrap_up_code
+        for c in details.conversations
+    }
+    for n, code in expected.items():
+        agent = ConversationsApi(api_client).get_conversation(conv_id(n)).participants[2]
+        assert agent.wrapup.code == code
+        assert in_analytics[conv_id(n)] == code
+    with pytest.raises(ApiException) as exc:  # not a code of the org: it cannot be POSTed
+        post_wrapup(api_client, "calls", conv_id(1), part_id(1, 3), comm_id(1, 3), expected[26])
+    assert error_of(exc)["code"] == NO_CODE
+
+
+def test_emails_and_messages_are_never_terminated(tmp_path: Path) -> None:
+    for media in ("emails", "messages"):
+        data = json.loads(json.dumps(SEED))
+        conversation = next(c for c in data["conversations"] if media in c["participants"][2])
+        conversation["participants"][2][media][0]["state"] = "terminated"
+        path = tmp_path / f"{media}.json"
+        path.write_text(json.dumps(data), encoding="utf-8")
+        with pytest.raises(ValueError, match="cannot be terminated"):
+            load_seed(path)
+    states = {
+        c["state"]
+        for conv in SEED["conversations"]
+        for p in conv["participants"]
+        for media in ("emails", "messages")
+        for c in p.get(media, [])
+    }
+    assert "terminated" not in states
+
+
+def test_codes_sort_only_by_name_or_id_and_only_with_a_name(
+    emulator: EmulatorHandle, sdk_client: MakeSdk
+) -> None:
+    api = RoutingApi(sdk_client(emulator))
+    by_name = [e.name for e in api.get_routing_wrapupcodes(page_size=100).entities]
+    assert by_name == sorted(by_name, key=str.lower)
+    # sortBy is ignored unless name is given
+    ignored = api.get_routing_wrapupcodes(page_size=100, sort_by="id")
+    assert [e.name for e in ignored.entities] == by_name
+    with_name = api.get_routing_wrapupcodes(page_size=100, name="s", sort_by="id")
+    assert [e.id for e in with_name.entities] == sorted(e.id for e in with_name.entities)
+    descending = api.get_routing_wrapupcodes(page_size=100, sort_order="descending")
+    assert [e.name for e in descending.entities] == sorted(by_name, key=str.lower, reverse=True)
+    with pytest.raises(ApiException) as exc:
+        api.get_routing_wrapupcodes(name="s", sort_by="dateCreated")
+    assert (exc.value.status, error_of(exc)["code"]) == (400, "bad.request")
 
 
 def test_analytics_lag_knobs_and_id_limit(emulator: EmulatorHandle, sdk_client: MakeSdk) -> None:
@@ -811,11 +1041,11 @@ def test_generated_conversations(
         assert conv.end_time is not None
         agents = [p for p in conv.participants if p.purpose == "agent"]
         assert len(agents) == 1 and agents[0].user_id
-        comms = [(m, c) for m in MEDIA for c in getattr(agents[0], m)]
+        comms = [(m, c) for m in MEDIA for c in getattr(agents[0], SDK_ARRAY[m])]
         assert len(comms) == 1 and comms[0][1].wrapup is None
         media_seen.add(comms[0][0])
         assert conv.divisions[0].division.id in (HOME, SALES_DIV)
-    assert media_seen == set(MEDIA)
+    assert media_seen == {"calls", "callbacks", "emails", "messages"}  # the generator's four
     with pytest.raises(ApiException) as exc:
         conversations.get_conversation(generated_conversation_id(1000))
     assert exc.value.status == 404

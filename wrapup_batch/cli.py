@@ -1274,6 +1274,13 @@ def _differences(
 @click.option(
     "--random-seed", type=int, default=0, show_default=True, help="Seed of the fault dice."
 )
+@click.option(
+    "--analytics-lag",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds before a wrap-up shows in analytics (as a real org's analytics lags).",
+)
 def emulator(**params: Any) -> None:
     """Serve the Genesys Cloud API emulator until interrupted."""
     from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, serve_forever
@@ -1289,6 +1296,7 @@ def emulator(**params: Any) -> None:
         random_seed=params["random_seed"],
         host=params["host"],
         port=params["port"],
+        analytics_wrapup_lag_s=params["analytics_lag"],
     )
 
     def ready(handle: EmulatorHandle) -> None:

@@ -43,7 +43,8 @@ Stats (`handle.stats()` or `GET /__emulator__/stats`): `requests` {"METHOD /rout
 its answer, 401/429/5xx included} and `wrapups` {communication id: current code id}.
 
 Command line: `python -m wrapup_batch.emulator --port 8642 [--seed FILE] [--generate N]
-[--rate-limit 300] [--token-ttl 86400] [--latency-ms 0] [--fault-rate 0] [--random-seed 0]`.
+[--rate-limit 300] [--token-ttl 86400] [--latency-ms 0] [--fault-rate 0] [--random-seed 0]
+[--analytics-lag 0]`.
 """
 
 from wrapup_batch.emulator.config import EmulatorConfig

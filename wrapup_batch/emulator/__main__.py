@@ -29,10 +29,16 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--fault-rate", type=float, default=0.0, help="0..1")
     parser.add_argument("--random-seed", type=int, default=0)
+    parser.add_argument(
+        "--analytics-lag",
+        type=float,
+        default=0.0,
+        help="seconds before a wrap-up shows in analytics",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.fault_rate <= 1:
         parser.error("--fault-rate must be between 0 and 1")
-    for name in ("generate", "rate_limit", "token_ttl", "latency_ms", "port"):
+    for name in ("generate", "rate_limit", "token_ttl", "latency_ms", "port", "analytics_lag"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
     return EmulatorConfig(
@@ -45,6 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
         random_seed=args.random_seed,
         host=args.host,
         port=args.port,
+        analytics_wrapup_lag_s=args.analytics_lag,
     )
 
 

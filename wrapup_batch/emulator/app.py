@@ -4,16 +4,21 @@ Behaviours that are UNCONFIRMED assumptions about the real Genesys Cloud API (no
 tried against a live org; see shared/reference/genesys-api.md):
 - OAuth: a wrong client id or secret answers 401 `{"error":"invalid_client",...}`; a grant type
   other than client_credentials answers 400 `{"error":"unsupported_grant_type",...}`.
-- A missing bearer token answers 401 `authentication.required`; an unknown or expired one 401
-  `bad.credentials` "Invalid login credentials.".
+- A missing bearer token answers 401 `authentication.required`; an unknown one 401
+  `bad.credentials` "Invalid login credentials."; an expired one 401 `credentials.expired`
+  (the code public clients have seen; the message is a guess).
 - A missing permission answers 403 `missing.permissions` "Unable to perform the requested
-  action. You are missing the following permission(s): [...]". Permissions: conversation GET
-  and wrap-up GET need conversation:communication:view, wrap-up POST
-  conversation:participant:wrapup, codes routing:wrapupCode:view, analytics
-  analytics:conversationDetail:view.
+  action. You are missing the following permission(s): [...]"; a route that accepts any of
+  several answers 403 `missing.any.permissions` naming them all. Permissions: conversation GET
+  needs conversation:communication:view, wrap-up POST conversation:participant:wrapup, codes
+  routing:wrapupCode:view, analytics analytics:conversationDetail:view or
+  analytics:agentConversationDetail:view (any). The wrap-up GET needs none (as the SDK
+  documents it), but the conversation's division must still be visible.
 - Wrap-up codes: pageSize above 100 is clamped to 100; pageSize or pageNumber below 1 or not a
   number → 400 `bad.request`; `name` filters by case-insensitive substring (a `*` is ignored);
-  pageCount is 0 when nothing matches; a pageNumber past the end gives an empty page.
+  pageCount is 0 when nothing matches; a pageNumber past the end gives an empty page; `sortBy`
+  is `name` or `id` (anything else → 400 `bad.request`) and, as the SDK documents, is ignored
+  unless `name` is given (then the codes come by name); `sortOrder` always applies.
 - A malformed conversation id answers 404 like an unknown one.
 - A conversation is visible when any of its divisions is visible to the client; an invisible
   one answers 403 `not.authorized` "Access to Conversation <id> is forbidden." on every route.
@@ -28,7 +33,18 @@ tried against a live org; see shared/reference/genesys-api.md):
   the wrong type → 400 `bad.request`; an existing wrap-up is overwritten (202); there is no
   time limit after the end of the communication; the stored `name` is the code's name; a
   missing `endTime` becomes the time of the POST.
-- Wrap-up GET on a communication without one → 404 `not.found`.
+- Wrap-up GET on a communication without one → 404 `not.found`; `provisional=true` reads the
+  provisional wrap-up (one POSTed with `provisional: true`), otherwise only a final one is
+  read (a provisional one alone → 404).
+- Media: all eight wrap-up paths (calls, callbacks, emails, messages, socials, videos,
+  cobrowsesessions, screenshares); a social expression's analytics `mediaType` is `unknown`
+  (the SDK's AnalyticsSession has no `social`). Emails and messages are never `terminated`.
+- After-call work: a communication may carry `afterCallWork` {state, startTime, endTime}; a
+  POST while it is `pending` is accepted (the race the tool avoids); in analytics, pending
+  after-call work is an open wrapup segment without a code.
+- System codes (`ININ-WRAP-UP-TIMEOUT`, `ININ-WRAP-UP-SKIPPED`, `ININ-WRAP-UP-DELETED`,
+  `ININ-OUTBOUND-*`) appear as the code of a seeded wrap-up, by that name, in both APIs; they
+  are not in the code list and cannot be POSTed.
 - A participant's own `wrapup` is the wrap-up most recently set on any of its communications;
   a conversation's `endTime` is absent until every communication has ended.
 - Analytics multi-get: more than 100 ids (or none) → 400 `bad.request`; unknown ids, ids in
@@ -60,7 +76,8 @@ from aiohttp.web_urldispatcher import AbstractRoute
 
 from wrapup_batch.emulator.config import EmulatorConfig
 from wrapup_batch.emulator.model import (
-    PERM_ANALYTICS,
+    ANALYTICS_PERMISSIONS,
+    MEDIA_TYPES,
     PERM_VIEW_CODES,
     PERM_VIEW_CONVERSATION,
     PERM_WRAPUP,
@@ -83,7 +100,7 @@ STATE_KEY = web.AppKey("state", EmulatorState)
 ROUTE_KEYS = web.AppKey("route_keys", dict[AbstractRoute, str])
 CLIENT_KEY = web.RequestKey("client", OAuthClient)
 WRAPUP_ROUTE = (
-    "/api/v2/conversations/{media:calls|callbacks|emails|messages}/{conversationId}"
+    "/api/v2/conversations/{media:" + "|".join(MEDIA_TYPES) + "}/{conversationId}"
     "/participants/{participantId}/communications/{communicationId}/wrapup"
 )
 POST_WRAPUP_KEY = (
@@ -148,6 +165,17 @@ def missing_permission(permission: str) -> web.Response:
         "Unable to perform the requested action. You are missing the following "
         f"permission(s): [{permission}]",
         {"permissions": permission},
+    )
+
+
+def missing_any_permission(permissions: tuple[str, ...]) -> web.Response:
+    listed = ", ".join(permissions)
+    return genesys_error(
+        403,
+        "missing.any.permissions",
+        "Unable to perform the requested action. You must have at least one of the following "
+        f"permissions assigned: [{listed}]",
+        {"permissions": listed},
     )
 
 
@@ -221,7 +249,7 @@ async def _api_pipeline(
         await asyncio.sleep(delay / 1000)
     token, client = _authenticate(request, state)
     if client is None:
-        return _unauthorized(token)
+        return _unauthorized(token, expired=token in state.expired_tokens)
     storm_left = config.storm_until - time.monotonic()
     if storm_left > 0:
         return rate_limited(config.storm_retry_after or max(1, math.ceil(storm_left)))
@@ -250,13 +278,15 @@ def _authenticate(request: web.Request, state: EmulatorState) -> tuple[str, OAut
     return token, state.client_for(token)
 
 
-def _unauthorized(token: str) -> web.Response:
+def _unauthorized(token: str, *, expired: bool = False) -> web.Response:
     if not token:
         return genesys_error(
             401,
             "authentication.required",
             "No authentication bearer token specified in authorization header.",
         )
+    if expired:
+        return genesys_error(401, "credentials.expired", "The access token has expired.")
     return genesys_error(401, "bad.credentials", "Invalid login credentials.")
 
 
@@ -356,13 +386,15 @@ async def get_wrapupcodes(request: web.Request) -> web.StreamResponse:
     if sort_order not in ("asc", "ascending", "desc", "descending"):
         return bad_request(f"Invalid value for sortOrder: {sort_order}")
     sort_by = request.query.get("sortBy", "name")
-    if sort_by not in ("name", "id", "dateCreated"):
+    if sort_by not in ("name", "id"):
         return bad_request(f"Invalid value for sortBy: {sort_by}")
 
     codes = [c for c in state.seed.codes if c.division_id in client.division_ids]
     name = request.query.get("name", "").replace("*", "").strip().lower()
     if name:
         codes = [c for c in codes if name in c.name.lower()]
+    else:
+        sort_by = "name"  # "'Sort by' param is ignored unless [name] is provided" (the SDK)
     ids = {i.lower() for i in _multi(request, "id")}
     if ids:
         codes = [c for c in codes if c.id in ids]
@@ -372,7 +404,6 @@ async def get_wrapupcodes(request: web.Request) -> web.StreamResponse:
     sort_keys: dict[str, Callable[[Any], str]] = {
         "name": lambda c: c.name.lower(),
         "id": lambda c: c.id,
-        "dateCreated": lambda c: c.date_created,
     }
     codes.sort(key=sort_keys[sort_by], reverse=sort_order.startswith("desc"))
 
@@ -466,18 +497,21 @@ def _locate(
 
 
 async def get_wrapup(request: web.Request) -> web.StreamResponse:
-    """`GET .../communications/{communicationId}/wrapup`: the AssignedWrapupCode."""
+    """`GET .../communications/{communicationId}/wrapup[?provisional=true]`: the
+    AssignedWrapupCode. No permission needed (the SDK: "requires no permissions")."""
     state = request.app[STATE_KEY]
     client = request[CLIENT_KEY]
-    if PERM_VIEW_CONVERSATION not in client.permissions:
-        return missing_permission(PERM_VIEW_CONVERSATION)
+    provisional = request.query.get("provisional", "false").lower()
+    if provisional not in ("true", "false"):
+        return bad_request(f"Invalid value for provisional: {provisional}")
     located = _locate(request, state, client)
     if isinstance(located, web.Response):
         return located
     comm = located[2]
     wrapup = state.wrapups.get(comm.id)
-    if wrapup is None:
-        return not_found(f"No wrap-up assigned to communication {comm.id}.")
+    if wrapup is None or wrapup.provisional != (provisional == "true"):
+        kind = "provisional wrap-up" if provisional == "true" else "wrap-up"
+        return not_found(f"No {kind} assigned to communication {comm.id}.")
     body: dict[str, Any] = {"code": wrapup.code}
     if wrapup.notes is not None:
         body["notes"] = wrapup.notes
@@ -598,8 +632,8 @@ async def get_analytics_details(request: web.Request) -> web.StreamResponse:
     """`GET /api/v2/analytics/conversations/details?id=a,b`: several conversations at once."""
     state = request.app[STATE_KEY]
     client = request[CLIENT_KEY]
-    if PERM_ANALYTICS not in client.permissions:
-        return missing_permission(PERM_ANALYTICS)
+    if not client.permissions.intersection(ANALYTICS_PERMISSIONS):
+        return missing_any_permission(ANALYTICS_PERMISSIONS)
     ids = list(dict.fromkeys(i.lower() for i in _multi(request, "id")))
     if not ids:
         return bad_request("At least one conversation id is required.")
@@ -621,7 +655,7 @@ def _known_wrapups(state: EmulatorState, conv: Conversation) -> Mapping[str, Wra
     lag = state.config.analytics_wrapup_lag_s
     if lag <= 0:
         return state.wrapups
-    horizon = time.monotonic() - lag
+    horizon = time.time() - lag
     known: dict[str, Wrapup] = {}
     for p in conv.participants:
         for c in p.communications:

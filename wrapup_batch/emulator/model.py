@@ -9,13 +9,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Media path segment → the analytics mediaType of that media.
+# Media path segment of the wrap-up routes (all eight of SDK 269) → the analytics mediaType of
+# that media (the SDK's `AnalyticsSession.mediaType` values). There is no `social` media type:
+# UNCONFIRMED which one a social expression has; the emulator says `unknown`.
 MEDIA_TYPES: dict[str, str] = {
     "calls": "voice",
     "callbacks": "callback",
     "emails": "email",
     "messages": "message",
+    "socials": "unknown",
+    "videos": "video",
+    "cobrowsesessions": "cobrowse",
+    "screenshares": "screenshare",
 }
+# Media path segment → the participant's array of that media in the Conversations API (and in
+# the seed file).
+MEDIA_ARRAYS: dict[str, str] = {media: media for media in MEDIA_TYPES} | {
+    "socials": "socialExpressions"
+}
+# Media whose communications have no `terminated` state in the SDK (`Email.state`,
+# `Message.state`): `disconnected` ends them.
+NEVER_TERMINATED = frozenset({"emails", "messages"})
 # The media arrays every participant carries in the Conversations API (empty when unused).
 ALL_MEDIA_ARRAYS = (
     "calls",
@@ -35,7 +49,10 @@ PERM_VIEW_CONVERSATION = "conversation:communication:view"
 PERM_WRAPUP = "conversation:participant:wrapup"
 PERM_VIEW_CODES = "routing:wrapupCode:view"
 PERM_ANALYTICS = "analytics:conversationDetail:view"
+PERM_AGENT_ANALYTICS = "analytics:agentConversationDetail:view"
 ALL_PERMISSIONS = (PERM_VIEW_CONVERSATION, PERM_WRAPUP, PERM_VIEW_CODES, PERM_ANALYTICS)
+#: The analytics multi-get accepts either permission (it answers `missing.any.permissions`).
+ANALYTICS_PERMISSIONS = (PERM_ANALYTICS, PERM_AGENT_ANALYTICS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +80,29 @@ class OAuthClient:
 
 
 @dataclass(frozen=True, slots=True)
+class AfterCallWork:
+    """A communication's `afterCallWork`: state unknown, notApplicable, skipped, pending or
+    complete (`pending`: the agent is still wrapping up), with its start and end."""
+
+    state: str
+    start_time: str | None = None
+    end_time: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Communication:
-    """One media session of a participant (a call, callback, email or message)."""
+    """One media session of a participant (a call, callback, email, message, ...)."""
 
     id: str
-    media: str  # calls | callbacks | emails | messages
+    media: str  # a key of MEDIA_TYPES: calls, callbacks, emails, messages, socials, ...
     state: str
     direction: str
     start_alerting_time: str | None
     connected_time: str | None
     disconnected_time: str | None
     disconnect_type: str | None
+    after_call_work: AfterCallWork | None = None
+    after_call_work_required: bool | None = None
 
     @property
     def ended(self) -> bool:
@@ -93,6 +122,9 @@ class Participant:
     queue_id: str | None
     wrapup_required: bool
     communications: tuple[Communication, ...]
+    wrapup_prompt: str | None = None
+    start_acw_time: str | None = None
+    end_acw_time: str | None = None
 
     @property
     def is_user(self) -> bool:
@@ -143,7 +175,8 @@ class Wrapup:
     """A wrap-up assigned to one communication (mutable state, see `state.EmulatorState`).
 
     `seq` orders wrap-ups by when they were set (the participant-level wrap-up is the latest);
-    `set_at` is the `time.monotonic()` of the write, for the analytics lag knob.
+    `set_at` is the wall-clock time (`time.time()`) of the write, for the analytics lag knob: a
+    seeded wrap-up was set at its `endTime`.
     """
 
     code: str

@@ -1,9 +1,14 @@
 """Loading the seed file, and the generator of synthetic conversations.
 
 The seed (`default_seed.json`, a copy of `sample_data/emulator_seed.json`) is JSON in the
-Conversations API's own vocabulary: participants carry `calls`/`callbacks`/`emails`/`messages`
-arrays whose entries may hold a `wrapup` {code (an id), name, notes, ...}. Keys starting with
-`_` are comments.
+Conversations API's own vocabulary: participants carry media arrays (`calls`, `callbacks`,
+`emails`, `messages`, `socialExpressions`, `videos`, `cobrowsesessions`, `screenshares`) whose
+entries may hold a `wrapup` {code (an id, or a system code such as `ININ-WRAP-UP-TIMEOUT`),
+name, notes, endTime, ...} and an `afterCallWork` {state, startTime, endTime}; participants may
+carry `wrapupPrompt`, `startAcwTime` and `endAcwTime`. Keys starting with `_` are comments.
+
+A time may be written relative to the moment the seed is loaded, `now-90s` (or `now-5m`,
+`now-2h`, `now`): such a conversation is always a recent one, whatever the day.
 
 Generated conversations are not stored: conversation `i` is rebuilt from its index whenever it
 is asked for (`generated_conversation(i, seed)`), and its ids encode the index, so 100k of them
@@ -13,6 +18,8 @@ cost nothing until wrap-ups are written.
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from wrapup_batch.emulator.model import (
-    MEDIA_TYPES,
+    MEDIA_ARRAYS,
+    NEVER_TERMINATED,
+    AfterCallWork,
     Communication,
     Conversation,
     Division,
@@ -72,6 +81,39 @@ def now_iso() -> str:
     return iso_ms(int(datetime.now(tz=UTC).timestamp() * 1000))
 
 
+_RELATIVE = re.compile(r"now(?:-(\d+(?:\.\d+)?)([smh]))?")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+#: System wrap-up codes (`ININ-WRAP-UP-TIMEOUT`, `ININ-OUTBOUND-...`) are not in the org's
+#: code list; a seed may give them to a communication as they are. UNCONFIRMED that the
+#: Conversations API shows them by this name in `wrapup.code`, as analytics shows them.
+SYSTEM_CODE_PREFIX = "ININ-"
+
+
+def resolve_time(value: Any, now_ms: int) -> str | None:
+    """A seed time: as written, or `now[-N{s,m,h}]` turned into a time `now_ms` based."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"a time must be a string, not {value!r}")
+    match = _RELATIVE.fullmatch(value.strip())
+    if match is None:
+        return value
+    amount, unit = match.groups()
+    back_ms = int(float(amount) * _UNIT_SECONDS[unit] * 1000) if amount else 0
+    return iso_ms(now_ms - back_ms)
+
+
+def epoch_seconds(iso: str | None) -> float | None:
+    """An ISO-8601 time as epoch seconds; None when missing or not a time."""
+    if not iso:
+        return None
+    try:
+        parsed = datetime.fromisoformat(iso)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
 def default_seed_path() -> Path:
     """The seed packaged with wrapup_batch (identical to sample_data/emulator_seed.json).
 
@@ -110,8 +152,9 @@ def parse_seed(data: Mapping[str, Any], generate: int = 0) -> Seed:
     conversations: dict[str, Conversation] = {}
     wrapups: dict[str, Wrapup] = {}
     codes_by_id = {c.id: c for c in codes}
+    now_ms = int(time.time() * 1000)
     for raw in data["conversations"]:
-        conv = _parse_conversation(raw, divisions, users, wrapups, codes_by_id)
+        conv = _parse_conversation(raw, divisions, users, wrapups, codes_by_id, now_ms)
         if conv.id in conversations:
             raise ValueError(f"conversation {conv.id} is defined twice")
         conversations[conv.id] = conv
@@ -151,6 +194,7 @@ def _parse_conversation(
     users: Mapping[str, str],
     wrapups: dict[str, Wrapup],
     codes: Mapping[str, WrapupCode],
+    now_ms: int,
 ) -> Conversation:
     conv_id = raw["id"].lower()
     division_ids = tuple(raw["divisionIds"])
@@ -160,11 +204,17 @@ def _parse_conversation(
     participants = []
     for p in raw["participants"]:
         comms = []
-        for media in MEDIA_TYPES:
-            for c in p.get(media, []):
-                comms.append(_parse_communication(c, media))
+        for media, key in MEDIA_ARRAYS.items():
+            for c in p.get(key, []):
+                comm = _parse_communication(c, media, now_ms)
+                if comm.state == "terminated" and media in NEVER_TERMINATED:
+                    raise ValueError(
+                        f"conversation {conv_id}: {key} communication {comm.id} cannot be "
+                        "terminated (the SDK's states for it have no terminated: use disconnected)"
+                    )
+                comms.append(comm)
                 if "wrapup" in c:
-                    wrapups[c["id"].lower()] = _parse_wrapup(c["wrapup"], codes, conv_id)
+                    wrapups[comm.id] = _parse_wrapup(c["wrapup"], codes, conv_id, now_ms)
         user_id = p.get("userId")
         if user_id is not None and user_id not in users:
             raise ValueError(f"conversation {conv_id}: unknown user {user_id}")
@@ -177,36 +227,54 @@ def _parse_conversation(
                 queue_id=p.get("queueId"),
                 wrapup_required=bool(p.get("wrapupRequired", user_id is not None)),
                 communications=tuple(comms),
+                wrapup_prompt=p.get("wrapupPrompt"),
+                start_acw_time=resolve_time(p.get("startAcwTime"), now_ms),
+                end_acw_time=resolve_time(p.get("endAcwTime"), now_ms),
             )
         )
     return Conversation(conv_id, division_ids, tuple(participants), raw.get("direction", "inbound"))
 
 
-def _parse_communication(raw: Mapping[str, Any], media: str) -> Communication:
+def _parse_communication(raw: Mapping[str, Any], media: str, now_ms: int) -> Communication:
+    acw = raw.get("afterCallWork")
     return Communication(
         id=raw["id"].lower(),
         media=media,
         state=raw["state"],
         direction=raw.get("direction", "inbound"),
-        start_alerting_time=raw.get("startAlertingTime"),
-        connected_time=raw.get("connectedTime"),
-        disconnected_time=raw.get("disconnectedTime"),
+        start_alerting_time=resolve_time(raw.get("startAlertingTime"), now_ms),
+        connected_time=resolve_time(raw.get("connectedTime"), now_ms),
+        disconnected_time=resolve_time(raw.get("disconnectedTime"), now_ms),
         disconnect_type=raw.get("disconnectType"),
+        after_call_work=None
+        if acw is None
+        else AfterCallWork(
+            state=acw["state"],
+            start_time=resolve_time(acw.get("startTime"), now_ms),
+            end_time=resolve_time(acw.get("endTime"), now_ms),
+        ),
+        after_call_work_required=raw.get("afterCallWorkRequired"),
     )
 
 
-def _parse_wrapup(raw: Mapping[str, Any], codes: Mapping[str, WrapupCode], conv: str) -> Wrapup:
-    code = codes.get(raw["code"])
-    if code is None:
-        raise ValueError(f"conversation {conv}: wrap-up with unknown code id {raw['code']}")
+def _parse_wrapup(
+    raw: Mapping[str, Any], codes: Mapping[str, WrapupCode], conv: str, now_ms: int
+) -> Wrapup:
+    value = raw["code"]
+    code = codes.get(value)
+    if code is None and not value.upper().startswith(SYSTEM_CODE_PREFIX):
+        raise ValueError(f"conversation {conv}: wrap-up with unknown code id {value}")
+    end_time = resolve_time(raw.get("endTime"), now_ms)
+    set_at = epoch_seconds(end_time)
     return Wrapup(
-        code=code.id,
-        name=raw.get("name", code.name),
+        code=code.id if code else value,
+        name=raw.get("name", code.name if code else value),
         notes=raw.get("notes"),
         tags=tuple(raw.get("tags", ())),
         duration_seconds=raw.get("durationSeconds"),
-        end_time=raw.get("endTime"),
+        end_time=end_time,
         provisional=bool(raw.get("provisional", False)),
+        set_at=float("-inf") if set_at is None else set_at,
     )
 
 

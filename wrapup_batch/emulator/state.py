@@ -53,6 +53,8 @@ class EmulatorState:
         self.clients: dict[str, OAuthClient] = {c.client_id: c for c in seed.clients}
         self.wrapups: dict[str, Wrapup] = copy.deepcopy(seed.wrapups)
         self.tokens: dict[str, Token] = {}
+        #: Tokens that have expired (answered 401 `credentials.expired`, not `bad.credentials`).
+        self.expired_tokens: set[str] = set()
         self.windows: dict[str, deque[float]] = {}
         self.stats = Stats()
         self._seq = len(self.wrapups)
@@ -101,8 +103,14 @@ class EmulatorState:
         if time.monotonic() >= entry.expires_at:
             del self.tokens[token]
             self.windows.pop(token, None)
+            self.expired_tokens.add(token)
             return None
         return entry.client
+
+    def expire_tokens(self) -> None:
+        """Test helper: every token issued so far expires now."""
+        for entry in self.tokens.values():
+            entry.expires_at = time.monotonic()
 
     def admit(self, token: str) -> int:
         """Count one request against the token's rolling window.
@@ -154,7 +162,7 @@ class EmulatorState:
         """Store (overwrite) a communication's wrap-up, stamping its order and time."""
         self._seq += 1
         wrapup.seq = self._seq
-        wrapup.set_at = time.monotonic()
+        wrapup.set_at = time.time()
         self.wrapups[communication_id.lower()] = wrapup
 
     def assign(self, communication_id: str, code_id: str, notes: str | None = None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from wrapup_batch.emulator.model import (
     ALL_MEDIA_ARRAYS,
+    MEDIA_ARRAYS,
     MEDIA_TYPES,
     Communication,
     Conversation,
@@ -22,6 +23,10 @@ _PROVIDERS = {
     "callbacks": "PureCloud Callback",
     "emails": "PureCloud Email",
     "messages": "PureCloud Messaging",
+    "socials": "PureCloud Social",
+    "videos": "PureCloud Video",
+    "cobrowsesessions": "PureCloud Cobrowse",
+    "screenshares": "PureCloud Screen Share",
 }
 
 
@@ -85,8 +90,23 @@ def communication_json(comm: Communication, wrapup: Wrapup | None) -> dict[str, 
         out["type"] = "webmessaging"
     elif comm.media == "emails":
         out.update(subject="Your request", messagesSent=1)
+    elif comm.media == "socials":
+        out.update(socialMediaHub="Twitter", socialUserName="@customer")
+    elif comm.media in ("videos", "screenshares"):
+        out["peerCount"] = 2
+    elif comm.media == "cobrowsesessions":
+        out["cobrowseRole"] = "viewer"
     if wrapup is not None:
         out["wrapup"] = wrapup.to_json()
+    acw = comm.after_call_work
+    if acw is not None:
+        out["afterCallWork"] = {"state": acw.state}
+        if acw.start_time is not None:
+            out["afterCallWork"]["startTime"] = acw.start_time
+        if acw.end_time is not None:
+            out["afterCallWork"]["endTime"] = acw.end_time
+    if comm.after_call_work_required is not None:
+        out["afterCallWorkRequired"] = comm.after_call_work_required
     return out
 
 
@@ -113,11 +133,19 @@ def participant_json(
     out["purpose"] = p.purpose
     out["participantType"] = "Internal" if p.purpose in ("agent", "user", "acd") else "External"
     out["wrapupRequired"] = p.wrapup_required
+    if p.wrapup_prompt is not None:
+        out["wrapupPrompt"] = p.wrapup_prompt
     if latest is not None:
         out["wrapup"] = latest.to_json()
+    if p.start_acw_time is not None:
+        out["startAcwTime"] = p.start_acw_time
+    if p.end_acw_time is not None:
+        out["endAcwTime"] = p.end_acw_time
     out["attributes"] = {}
-    for media in ALL_MEDIA_ARRAYS:
-        out[media] = [
+    array_media = {key: media for media, key in MEDIA_ARRAYS.items()}
+    for key in ALL_MEDIA_ARRAYS:
+        media = array_media.get(key)
+        out[key] = [
             communication_json(c, wrapups.get(c.id)) for c in p.communications if c.media == media
         ]
     return out
@@ -152,7 +180,13 @@ def conversation_json(
 
 
 def _segments(comm: Communication, wrapup: Wrapup | None, queue_id: str | None) -> list[Any]:
-    """Analytics segments of one session: alert, interact, then wrapup when there is one."""
+    """Analytics segments of one session: alert, interact, then wrapup when there is one.
+
+    The wrapup segment runs from the end of the communication to the wrap-up's `endTime` (the
+    one the POST gave, else the time of the POST: UNCONFIRMED). After-call work still going on
+    (`afterCallWork.state` pending) is an open wrapup segment without a code; after-call work
+    that ended without a code is a closed one without a code (UNCONFIRMED, both).
+    """
     segments: list[dict[str, Any]] = []
     alert_start = comm.start_alerting_time
     if alert_start is not None:
@@ -163,12 +197,18 @@ def _segments(comm: Communication, wrapup: Wrapup | None, queue_id: str | None) 
         if comm.disconnect_type is not None and comm.disconnected_time is not None:
             interact["disconnectType"] = _analytics_disconnect(comm.disconnect_type)
         segments.append(interact)
+    acw = comm.after_call_work
     if wrapup is not None and comm.disconnected_time is not None:
         seg = _segment(comm.disconnected_time, wrapup.end_time, "wrapup", queue_id)
         seg["wrapUpCode"] = wrapup.code
         if wrapup.notes:
             seg["wrapUpNote"] = wrapup.notes
         segments.append(seg)
+    elif acw is not None and comm.disconnected_time is not None:
+        if acw.state == "pending":
+            segments.append(_segment(comm.disconnected_time, None, "wrapup", queue_id))
+        elif acw.state == "complete" and acw.end_time is not None:
+            segments.append(_segment(comm.disconnected_time, acw.end_time, "wrapup", queue_id))
     return segments
 
 
