@@ -12,11 +12,17 @@ import random
 import secrets
 import time
 from collections import Counter, defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wrapup_batch.emulator.config import EmulatorConfig
-from wrapup_batch.emulator.model import Conversation, OAuthClient, Wrapup, WrapupCode
+from wrapup_batch.emulator.model import (
+    AfterCallWork,
+    Conversation,
+    OAuthClient,
+    Wrapup,
+    WrapupCode,
+)
 from wrapup_batch.emulator.seed import Seed, generated_conversation, generated_index
 
 
@@ -169,6 +175,27 @@ class EmulatorState:
         """Test helper: give a communication a wrap-up with a code id, as if POSTed."""
         code = self.codes_by_id[code_id.lower()]
         self.set_wrapup(communication_id, Wrapup(code=code.id, name=code.name, notes=notes))
+
+    def end_after_call_work(self, communication_id: str, end_time: str) -> None:
+        """Test helper: the agent of a seeded communication whose after-call work is pending
+        finishes it at `end_time` (its `afterCallWork` becomes complete, the participant gets
+        its `endAcwTime`), as if the agent had closed the wrap-up screen without a code."""
+        comm_id = communication_id.lower()
+        for conv_id, conv in self.seed.conversations.items():
+            for p in conv.participants:
+                for c in p.communications:
+                    if c.id != comm_id:
+                        continue
+                    acw = c.after_call_work or AfterCallWork("complete")
+                    done = replace(
+                        c, after_call_work=replace(acw, state="complete", end_time=end_time)
+                    )
+                    comms = tuple(done if x.id == comm_id else x for x in p.communications)
+                    part = replace(p, communications=comms, end_acw_time=end_time)
+                    parts = tuple(part if x.id == p.id else x for x in conv.participants)
+                    self.seed.conversations[conv_id] = replace(conv, participants=parts)
+                    return
+        raise KeyError(f"no seeded communication {communication_id}")
 
     def latest_wrapup(self, communication_ids: list[str]) -> Wrapup | None:
         found = [w for w in (self.wrapups.get(c) for c in communication_ids) if w is not None]
