@@ -209,7 +209,7 @@ def _error(tmp_path: Path, text: str, env: Mapping[str, str] | None = None) -> s
         ("lookup_batch = true", "key 'lookup_batch' must be an integer from 1 to 100; got true"),
         (
             'analytics_settle = "soon"',
-            "key 'analytics_settle' must be a duration: a string such as \"30m\" or \"2h\", or "
+            'key \'analytics_settle\' must be a duration: a string such as "30m" or "2h", or '
             'a number of seconds (0 allowed); got the string "soon"',
         ),
         (

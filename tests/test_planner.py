@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -1058,15 +1061,19 @@ def test_analytics_shows_after_call_work_as_an_open_wrapup_segment() -> None:
 _T = "2026-11-20T10:{}:00.000Z".format
 
 
+_ACW_08 = {"afterCallWork": {"state": "complete", "endTime": _T("08")}}
+
+
 @pytest.mark.parametrize(
     ("comm", "participant", "expected"),
     [
         # the existing wrap-up's end wins over everything
-        ({"wrapup": {"code": "ININ-WRAP-UP-TIMEOUT", "endTime": _T("07")}}, {"endAcwTime": _T("06")}, _T("07")),
+        ({"wrapup": {"code": "ININ-WRAP-UP-TIMEOUT", "endTime": _T("07")}},
+         {"endAcwTime": _T("06")}, _T("07")),
         # then the participant's end of after-call work
-        ({"afterCallWork": {"state": "complete", "endTime": _T("08")}}, {"endAcwTime": _T("06")}, _T("06")),
+        (_ACW_08, {"endAcwTime": _T("06")}, _T("06")),
         # then the communication's own after-call work
-        ({"afterCallWork": {"state": "complete", "endTime": _T("08")}}, {}, _T("08")),
+        (_ACW_08, {}, _T("08")),
         # else the end of the communication: no after-call work at all
         ({}, {}, _T("05")),
         # a time before the communication ended is not believed
@@ -1114,14 +1121,14 @@ def test_system_codes_apply_or_skip(code: str, action: str) -> None:
 def test_non_agent_purposes_are_every_sdk_purpose_but_agent_and_user() -> None:
     from PureCloudPlatformClientV2.models.analytics_participant import AnalyticsParticipant
 
+    setter = inspect.getsource(AnalyticsParticipant.purpose.fset)
+    listed = re.search(r"allowed_values = (\[.*?\])", setter)
+    assert listed is not None
+    assert set(json.loads(listed.group(1))) == ANALYTICS_PURPOSES
+    assert ANALYTICS_PURPOSES - {"agent", "user"} == NON_AGENT_PURPOSES
     sdk = AnalyticsParticipant()
-    known = set()
-    for purpose in sorted(ANALYTICS_PURPOSES):
-        sdk.purpose = purpose
-        known.add(sdk.purpose)
     sdk.purpose = "no-such-purpose"
-    assert sdk.purpose == "outdated_sdk_version"  # the SDK checks the list we copied
-    assert NON_AGENT_PURPOSES == known - {"agent", "user"}
+    assert sdk.purpose == "outdated_sdk_version"  # the SDK enforces that list
 
 
 @pytest.mark.parametrize("purpose", sorted(NON_AGENT_PURPOSES))

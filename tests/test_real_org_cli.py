@@ -252,7 +252,6 @@ MEDIA_ROWS = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:Call to deprecated function:DeprecationWarning")
 @pytest.mark.parametrize("lookup", ["conversations", "analytics"])
 def test_every_wrapup_media_is_applied_on_its_own_path(
     emulator: EmulatorHandle, tmp_path: Path, lookup: str

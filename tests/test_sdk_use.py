@@ -14,6 +14,8 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,33 @@ def test_a_conversation_is_read_as_the_apis_own_json(emulator: EmulatorHandle) -
     assert client.get_conversation(conversation_id) == expected
     details = client.get_conversation_details([conversation_id])
     assert [d["conversationId"] for d in details] == [conversation_id]
+
+
+@pytest.mark.parametrize("media", ["cobrowsesessions", "screenshares"])
+def test_the_sdks_deprecated_wrapup_methods_are_called_without_their_warning_side_effects(
+    emulator: EmulatorHandle, media: str
+) -> None:
+    """SDK 269 marks these two wrap-up methods deprecated; its wrapper warns on every call and
+    resets the process's warning filters. The client calls the SDK's method underneath."""
+    number = {"cobrowsesessions": 24, "screenshares": 25}[media]
+    ids = (
+        f"c00000{number}-0000-4000-8000-000000000000",
+        f"a00000{number}-0000-4000-8000-000000000003",
+        f"e00000{number}-0000-4000-8000-000000000031",
+    )
+    client = GenesysClient(
+        ApiSettings(emulator.base_url, emulator.client_id, emulator.client_secret, 10.0)
+    )
+    client.authenticate()
+    code = "9c000001-0000-4000-8000-000000000000"
+    filters_before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        filters_inside = list(warnings.filters)
+        client.post_wrapup(media, *ids, code_id=code, end_time="2026-11-21T10:13:00.000Z")
+        got = client.get_wrapup(media, *ids)
+        assert warnings.filters == filters_inside
+    assert [w for w in caught if issubclass(w.category, DeprecationWarning)] == []
+    assert warnings.filters == filters_before
+    assert got is not None and got["code"] == code
+    assert datetime.fromisoformat(got["endTime"]) == datetime(2026, 11, 21, 10, 13, tzinfo=UTC)

@@ -404,10 +404,7 @@ class GenesysClient:
         self, media: str, conversation_id: str, participant_id: str, communication_id: str
     ) -> dict[str, Any] | None:
         """The communication's assigned wrap-up, or None when it has none (404)."""
-        method = getattr(
-            self._conversations,
-            f"get_conversations_{MEDIA_METHODS[media]}_participant_communication_wrapup",
-        )
+        method = _wrapup_method(self._conversations, "get", media)
         path = _wrapup_path(media, conversation_id, participant_id, communication_id)
         try:
             result = self._call(
@@ -435,10 +432,7 @@ class GenesysClient:
         `end_time` (ISO-8601 UTC) is sent as `WrapupInput.endTime`: when the agent's after-call
         work ended, so that the backfill does not stretch it to the moment of the POST.
         """
-        method = getattr(
-            self._conversations,
-            f"post_conversations_{MEDIA_METHODS[media]}_participant_communication_wrapup",
-        )
+        method = _wrapup_method(self._conversations, "post", media)
         body = WrapupInput()
         body.code = code_id
         if notes:
@@ -529,6 +523,18 @@ class GenesysClient:
         log.debug("retrying %s %s after %s (attempt %d)", method, path, exc, state.attempt_number)
         if self._on_retry is not None:
             self._on_retry(RetryNotice(method, path, state.attempt_number, wait, exc))
+
+
+def _wrapup_method(api: ConversationsApi, verb: str, media: str) -> Callable[..., Any]:
+    """The SDK's own method for a media's wrap-up route, bound to `api`.
+
+    SDK 269 marks the cobrowse and screenshare ones deprecated (they are still its only methods
+    for those paths); its `@deprecated` wrapper resets the process's warning filters on every
+    call and warns each time, so the method is called unwrapped.
+    """
+    name = f"{verb}_conversations_{MEDIA_METHODS[media]}_participant_communication_wrapup"
+    function = getattr(type(api), name)
+    return partial(getattr(function, "__wrapped__", function), api)
 
 
 def _wrapup_path(media: str, conversation_id: str, participant_id: str, comm_id: str) -> str:
