@@ -623,7 +623,8 @@ def test_lookup_compare_names_the_missing_analytics_permission(emulator: Emulato
     assert result.exit_code == 3
     assert result.stdout.splitlines()[4:] == [
         "✗ analytics: missing permission analytics:conversationDetail:view (403: Unable to "
-        "perform the requested action. You are missing the following permission(s): "
-        "[analytics:conversationDetail:view]); --lookup analytics needs it",
+        "perform the requested action. You must have at least one of the following "
+        "permissions assigned: [analytics:conversationDetail:view, "
+        "analytics:agentConversationDetail:view]); --lookup analytics needs it",
         "1 check(s) failed",
     ]
