@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from test_run_cli import (
     GET_CONVERSATION,
     POST_WRAPUP,
@@ -31,6 +32,7 @@ from test_run_cli import (
     code,
     comm,
     conv,
+    env_for,
     invoke,
     part,
     post_counts,
@@ -39,6 +41,7 @@ from test_run_cli import (
     write_csv,
 )
 
+from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, generated_conversation_id
 
 SALES, COMPLAINT = code(1), code(5)
@@ -324,3 +327,29 @@ def test_a_participant_of_a_non_agent_purpose_with_a_user_id_is_not_wrapped_up(
     with sqlite3.connect(tmp_path / "ledger.db") as db:
         assert db.execute("SELECT status FROM items").fetchall() == [("applied",)]
     db.close()
+
+
+def test_a_system_code_that_was_applied_over_is_not_revertible(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    source = write_csv(tmp_path / "in.csv", HEADER, [[conv(26), "Sales"], [conv(27), "Sales"]])
+    run = invoke(emulator, tmp_path, source)
+    assert run.statuses() == {1: "applied", 2: "applied"}
+    emulator.reset_stats()
+
+    reverted = CliRunner().invoke(
+        main,
+        ["revert", "1", "--ledger", str(tmp_path / "ledger.db"), "--quiet"],
+        env=dict(env_for(emulator)),
+        catch_exceptions=False,
+    )
+
+    assert reverted.exit_code == 1, reverted.stderr
+    rows = query(
+        tmp_path / "ledger.db",
+        "SELECT status, message FROM run_rows WHERE run_id = 2 ORDER BY row",
+    )
+    assert [r["status"] for r in rows] == ["not_revertible", "not_revertible"]
+    assert "ININ-WRAP-UP-TIMEOUT" in rows[0]["message"]
+    assert post_counts(emulator.stats()) == {}
+    assert emulator.state.wrapups[comm(26, 3)].code == SALES

@@ -4,7 +4,8 @@ A revert is itself a run (kind `revert`) over rows made from the ledger: one row
 communication the run applied, asking for the previous code on exactly that communication,
 and only while it still carries the code the run set (a code changed since by someone else is
 left alone). So a revert is resumable and can itself be reverted. A communication that had no
-wrap-up before cannot be cleared through the API: its row is `not_revertible`.
+wrap-up before cannot be cleared through the API, and one that had a system code
+(`ININ-WRAP-UP-TIMEOUT`, ...) cannot get it back: their rows are `not_revertible`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from wrapup_batch.errors import UsageError
 from wrapup_batch.ledger import Ledger
 from wrapup_batch.models import InputRow, Status
+from wrapup_batch.planner import is_system_code
 
 
 def check_revertible(ledger: Ledger, run_id: int) -> None:
@@ -64,6 +66,18 @@ def _row(
     applied_code: str,
     run_id: int,
 ) -> InputRow:
+    if is_system_code(previous_code):
+        return InputRow(
+            number,
+            conversation_id,
+            "",
+            problem=(
+                f"communication {communication_id} had the system code {previous_code} before "
+                f"run {run_id}; Genesys sets those itself and they cannot be POSTed"
+            ),
+            status=Status.NOT_REVERTIBLE,
+            communication_id=communication_id,
+        )
     if not previous_code:
         return InputRow(
             number,
