@@ -3,8 +3,9 @@
 It speaks the subset of the API that wrapup-batch uses, with the real paths, JSON shapes,
 status codes and error bodies (`app.py` lists every UNCONFIRMED assumption):
 `POST /oauth/token`, `GET /api/v2/routing/wrapupcodes`, `GET /api/v2/conversations/{id}`,
-`GET|POST /api/v2/conversations/{calls|callbacks|emails|messages}/{cid}/participants/{pid}/
-communications/{commid}/wrapup`, `GET /api/v2/analytics/conversations/details?id=a,b`.
+`GET|POST /api/v2/conversations/{media}/{cid}/participants/{pid}/communications/{commid}/wrapup`
+for the eight media (calls, callbacks, emails, messages, socials, videos, cobrowsesessions,
+screenshares), `GET /api/v2/analytics/conversations/details?id=a,b`.
 Control routes (never rate limited, not counted): `GET /__emulator__/stats[?detail=1]`,
 `POST /__emulator__/reset` (optional JSON `{"wrapups": true, "rate_windows": true}`),
 `GET|POST /__emulator__/config` (JSON of `EmulatorConfig` knobs, plus `storm_seconds`),
@@ -24,6 +25,7 @@ Public API:
                     .stats(detail: bool = True) -> dict   .reset_stats()
                     .reset(*, wrapups: bool = False, rate_windows: bool = False)
         .state.assign(communication_id, code_id, notes=None) sets a wrap-up directly;
+        .state.end_after_call_work(communication_id, end_time) ends pending after-call work;
         .state.wrapups {communication id: Wrapup} is the current wrap-up state.
     Live knobs on .config (see EmulatorConfig): rate_limit, rate_window_s, token_ttl,
         latency_ms, latency_spike_rate, latency_spike_ms, fault_rate, random_seed, drop_rate,

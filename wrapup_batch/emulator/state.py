@@ -113,11 +113,6 @@ class EmulatorState:
             return None
         return entry.client
 
-    def expire_tokens(self) -> None:
-        """Test helper: every token issued so far expires now."""
-        for entry in self.tokens.values():
-            entry.expires_at = time.monotonic()
-
     def admit(self, token: str) -> int:
         """Count one request against the token's rolling window.
 
