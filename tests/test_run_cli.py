@@ -567,6 +567,8 @@ def test_in_flight_item_whose_post_landed_is_confirmed_without_a_second_post(
     assert rerun.exit_code == 0, rerun.stderr
     assert rerun.statuses() == {1: "applied", 2: "applied"}
     assert "confirmed by reading it back" in rerun.rows[1]["message"]
+    # the end time that landed is the one recorded (c0000001's endAcwTime)
+    assert rerun.rows[1]["wrapup_end_time"] == "2026-11-20T08:08:30.300Z"
     # conv(1): read back, not resent; conv(4): its wrap-up was missing, so sent once.
     check_each_posted_once(emulator, {comm(4, 3): 1})
     assert emulator.stats()["wrapups"][comm(1, 3)] == TECHNICAL

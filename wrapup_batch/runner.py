@@ -555,8 +555,12 @@ class _Worker:
         assert the_plan.status is not None
         status, message = the_plan.status, the_plan.message
         if status == Status.UNCHANGED and _may_have_landed(item):
-            status = Status.APPLIED
+            # the earlier attempt's wrap-up is there: its endTime is the one that was sent
+            landed = replace(
+                the_plan, targets=tuple(replace(t, action="apply") for t in the_plan.targets)
+            )
             message = "confirmed by reading it back: an earlier attempt had landed"
+            return self._update(item, landed, Status.APPLIED, message)
         return self._update(item, the_plan, status, message)
 
     def _update(
