@@ -353,3 +353,19 @@ def test_a_system_code_that_was_applied_over_is_not_revertible(
     assert "ININ-WRAP-UP-TIMEOUT" in rows[0]["message"]
     assert post_counts(emulator.stats()) == {}
     assert emulator.state.wrapups[comm(26, 3)].code == SALES
+
+
+def test_lookup_compare_says_which_conversations_analytics_cannot_describe(
+    emulator: EmulatorHandle,
+) -> None:
+    """c0000022 is a social expression (no analytics media type), c0000020 an agent still in
+    after-call work: --lookup analytics reads both through the Conversations API."""
+    ids = ",".join([conv(1), conv(20), conv(22)])
+    result = CliRunner().invoke(
+        main, ["check", "--lookup-compare", ids], env=dict(env_for(emulator))
+    )
+    assert result.exit_code == 0, result.stdout
+    lines = {line.split(":")[0]: line for line in result.stdout.splitlines()}
+    assert "agree" in lines[f"✓ lookup-compare {conv(1)}"]
+    for n in (20, 22):
+        assert "through the Conversations API" in lines[f"✓ lookup-compare {conv(n)}"]
