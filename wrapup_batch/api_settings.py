@@ -18,6 +18,9 @@ ENV_CLIENT_ID = "GENESYSCLOUD_OAUTHCLIENT_ID"
 ENV_CLIENT_SECRET = "GENESYSCLOUD_OAUTHCLIENT_SECRET"
 ENV_REGION = "GENESYSCLOUD_REGION"
 ENV_API_HOST = "GENESYSCLOUD_API_HOST"
+#: A token from a user's own login (the name the Terraform provider and `gc` use): when set,
+#: it is used instead of the OAuth client's credentials.
+ENV_ACCESS_TOKEN = "GENESYSCLOUD_ACCESS_TOKEN"
 
 PERMISSIONS = {
     "codes": "routing:wrapupCode:view",
@@ -32,12 +35,28 @@ PERMISSIONS = {
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """Where and as whom to connect. The secret never appears in `repr()`."""
+    """Where and as whom to connect. The secret and the token never appear in `repr()`.
+
+    With `access_token` (a user's token, `GENESYSCLOUD_ACCESS_TOKEN`) the client credentials
+    are not used: every request carries that token, and nothing can renew it.
+    """
 
     host: str
     client_id: str
     client_secret: str = field(repr=False)
     timeout: float = 30.0
+    access_token: str | None = field(default=None, repr=False)
+
+    @property
+    def uses_user_token(self) -> bool:
+        return bool(self.access_token)
+
+    @property
+    def principal(self) -> str:
+        """As whom requests are made, without any secret: the client id, or a user's token."""
+        if self.uses_user_token:
+            return f"a user's access token ({ENV_ACCESS_TOKEN})"
+        return f"OAuth client {self.client_id}"
 
 
 def resolve_host(region: str | None, api_host: str | None) -> str:
@@ -84,11 +103,25 @@ def _is_loopback(hostname: str) -> bool:
 
 
 def settings_from_env(env: Mapping[str, str], *, timeout: float = 30.0) -> ApiSettings:
-    """Read the ecosystem's environment variables; name the missing ones."""
+    """Read the ecosystem's environment variables; name the missing ones.
+
+    `GENESYSCLOUD_ACCESS_TOKEN`, when set, wins over the client credentials (which are then
+    not needed).
+    """
+    token = (env.get(ENV_ACCESS_TOKEN) or "").strip()
+    if token:
+        return ApiSettings(
+            host=resolve_host(env.get(ENV_REGION), env.get(ENV_API_HOST)),
+            client_id=env.get(ENV_CLIENT_ID) or "",
+            client_secret="",
+            timeout=timeout,
+            access_token=token,
+        )
     missing = [name for name in (ENV_CLIENT_ID, ENV_CLIENT_SECRET) if not env.get(name)]
     if missing:
         raise UsageError(
-            f"set {' and '.join(missing)} to an OAuth client-credentials client of your org "
+            f"set {' and '.join(missing)} to an OAuth client-credentials client of your org, "
+            f"or {ENV_ACCESS_TOKEN} to a token from a user's login "
             "(or use --sandbox to run against the built-in emulator)"
         )
     host = resolve_host(env.get(ENV_REGION), env.get(ENV_API_HOST))

@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from wrapup_batch import __version__
 from wrapup_batch.api_settings import (
+    ENV_ACCESS_TOKEN,
     PERMISSIONS,
     ApiSettings,
     is_permission_error,
@@ -49,9 +50,11 @@ from wrapup_batch.errors import (
 from wrapup_batch.jobs import load_job, parse_duration
 from wrapup_batch.ledger import DEFAULT_LEDGER, Ledger, RunInfo
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
+from wrapup_batch.org import OrgIdentity, identify
 from wrapup_batch.planner import ConversationView, agent_participants
 from wrapup_batch.planner import conversation_from_analytics as parse_analytics
 from wrapup_batch.planner import conversation_from_json as parse_conversation
+from wrapup_batch.refusals import DEFAULT_STOP_AFTER_REFUSALS
 from wrapup_batch.report import (
     format_status,
     format_summary,
@@ -80,6 +83,8 @@ log = logging.getLogger("wrapup_batch")
 F = TypeVar("F", bound=Callable[..., Any])
 
 SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
+#: `--sandbox` runs keep their own ledger: its `applied` rows are true of the emulator only.
+SANDBOX_LEDGER = "wrapup-sandbox-ledger.db"
 STATUS_NAMES = tuple(status.value for status in Status)
 
 
@@ -476,9 +481,9 @@ def _run_options(fn: F) -> F:
         click.option("--source-url", help="SQLAlchemy URL of the database to query."),
         click.option(
             "--ledger",
-            default=DEFAULT_LEDGER,
-            show_default=True,
-            help="SQLite file (or SQLAlchemy URL) recording every row's outcome.",
+            help=f"SQLite file (or SQLAlchemy URL) recording every row's outcome [default: "
+            f"{DEFAULT_LEDGER}; with --sandbox {SANDBOX_LEDGER}, or the job's ledger with "
+            "-sandbox added to its name]. A ledger belongs to the first org it is used on.",
         ),
         click.option("--results", type=click.Path(), help="Write the results CSV here."),
         click.option("--summary-json", type=click.Path(), help="Write the run summary as JSON."),
@@ -516,6 +521,19 @@ def _run_options(fn: F) -> F:
             help="Requests in flight at once.",
         ),
         click.option("--max-runtime", help="Stop cleanly after this long (45s, 90m, 2h); exit 4."),
+        click.option(
+            "--limit",
+            type=click.IntRange(min=1),
+            help="Only the first N rows of the input (try 5 on a real org before the rest).",
+        ),
+        click.option(
+            "--stop-after-refusals",
+            type=click.IntRange(min=0),
+            default=DEFAULT_STOP_AFTER_REFUSALS,
+            show_default=True,
+            help="Stop (exit 3) when the first N wrap-up POSTs are all refused with the same "
+            "error and none is accepted; 0: never.",
+        ),
         click.option(
             "--column",
             "columns",
@@ -600,13 +618,15 @@ def _source_spec(
 def run(ctx: click.Context, /, **params: Any) -> None:
     """Apply the wrap-up codes listed in INPUT (or returned by --query, or named by --job).
 
-    Exit codes: 0 every row fine; 1 some rows not fine; 2 usage, input or ledger error;
-    3 aborted (credentials or a permission); 4 stopped early (rerun resumes); 5 the ledger is
-    in use by another run.
+    Exit codes: 0 every row fine; 1 some rows not fine; 2 usage, input or ledger error (a
+    ledger of another org included); 3 aborted (credentials, a permission, or the first
+    wrap-ups all refused); 4 stopped early (rerun resumes); 5 the ledger is in use by another
+    run.
     """
     _begin_command()
     with _errors_reported(None):
         params = _with_job(ctx, params)
+        params["ledger"] = _ledger_for(params, given=_given(ctx, "ledger"))
         _setup_logging(params["log_file"], params["verbose"], params["log_format"])
     with _errors_reported(params["log_file"]):
         result = _execute(params)
@@ -650,6 +670,24 @@ def _with_job(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _ledger_for(params: Mapping[str, Any], *, given: bool) -> str:
+    """The ledger a run uses. `--ledger` on the command line, as given; otherwise the job's
+    ledger or the default, except that a `--sandbox` run never uses those: its applied rows
+    are true of the emulator only. It gets `wrapup-sandbox-ledger.db`, or the job's ledger
+    file with `-sandbox` added to its name (a URL is used as given: its org is checked)."""
+    value: str | None = params.get("ledger")
+    if given and value:
+        return value
+    if not params.get("sandbox"):
+        return value or DEFAULT_LEDGER
+    if not value:
+        return SANDBOX_LEDGER
+    if "://" in value:
+        return value
+    path = Path(value)
+    return str(path.with_name(f"{path.stem}-sandbox{path.suffix or '.db'}"))
+
+
 def _execute(
     params: dict[str, Any],
     *,
@@ -681,6 +719,8 @@ def _execute(
         lookup=params["lookup"],
         lookup_batch=params["lookup_batch"],
         analytics_settle=_parse_settle(params.get("analytics_settle", "1h")),
+        stop_after_refusals=params.get("stop_after_refusals", DEFAULT_STOP_AFTER_REFUSALS),
+        limit=params.get("limit"),
     )
     tty = sys.stderr.isatty() if interactive is None else interactive
     reporter = _ProgressReporter(enabled=not params["quiet"], interactive=tty)
@@ -693,6 +733,7 @@ def _execute(
             _stop_on_signals(stop),
         ):
             _REDACT.add(api.client_secret)
+            _REDACT.add(api.access_token)
             log.info(
                 "run starting: %s, ledger %s",
                 description,
@@ -707,12 +748,18 @@ def _execute(
 
             if spec is not None:
                 result = run_batch(
-                    ledger, spec, options, client_factory, progress=reporter, stop=stop
+                    ledger, spec, options, client_factory, progress=reporter, stop=stop, api=api
                 )
             else:
                 assert revert_of is not None
                 result = revert_batch(
-                    ledger, revert_of, options, client_factory, progress=reporter, stop=stop
+                    ledger,
+                    revert_of,
+                    options,
+                    client_factory,
+                    progress=reporter,
+                    stop=stop,
+                    api=api,
                 )
         reporter.close()
         _LogContext.run_id = result.run_id
@@ -761,6 +808,7 @@ def _api_options(fn: F) -> F:
 
 def _client(api: ApiSettings, rate_limit: float) -> GenesysClient:
     _REDACT.add(api.client_secret)
+    _REDACT.add(api.access_token)
     return _new_client(api, Throttle(rate_limit))
 
 
@@ -796,9 +844,8 @@ def _read_codes(client: GenesysClient) -> list[WrapupCode]:
 @click.argument("run_id", type=click.IntRange(min=1))
 @click.option(
     "--ledger",
-    default=DEFAULT_LEDGER,
-    show_default=True,
-    help="The ledger holding the run to revert.",
+    help=f"The ledger holding the run to revert [default: {DEFAULT_LEDGER}; with --sandbox "
+    f"{SANDBOX_LEDGER}].",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would be put back; write nothing.")
 @click.option("--results", type=click.Path(), help="Write the revert's results CSV here.")
@@ -828,6 +875,7 @@ def revert(run_id: int, **params: Any) -> None:
         "participant": "all-agents",
         "lookup": "conversations",
         "lookup_batch": 100,
+        "ledger": _ledger_for(params, given=params["ledger"] is not None),
     }
     with _errors_reported(params["log_file"]):
         result = _execute({**params, **fixed}, revert_of=run_id)
@@ -1065,10 +1113,11 @@ def check(conversation: str | None, compare: tuple[str, ...], **params: Any) -> 
         client = _client(api, params["rate_limit"])
         try:
             client.authenticate()
+            org = identify(client, "")
         except AuthError as err:
             checks.bad(f"credentials: {err}", permission=True)
             checks.finish()
-        checks.ok(f"credentials: OAuth client {api.client_id!r} got a token from {api.host}")
+        _check_credentials(checks, api, org)
         catalog = _check_codes(checks, client)
         if sample:
             _check_conversation(checks, client, sample[0], catalog)
@@ -1084,6 +1133,20 @@ def check(conversation: str | None, compare: tuple[str, ...], **params: Any) -> 
         if compare_ids:
             _check_lookup_compare(checks, client, compare_ids, catalog)
     checks.finish()
+
+
+def _check_credentials(checks: _Checklist, api: ApiSettings, org: OrgIdentity) -> None:
+    if api.uses_user_token:
+        checks.ok(
+            f"credentials: the access token in {ENV_ACCESS_TOKEN} is accepted by {api.host} "
+            f"({org.principal}); it is used instead of an OAuth client"
+        )
+    else:
+        checks.ok(f"credentials: OAuth client {api.client_id!r} got a token from {api.host}")
+    checks.ok(
+        f"org: {org.describe()}; a ledger records the org of its first run and refuses runs "
+        "against another one"
+    )
 
 
 def _check_codes(checks: _Checklist, client: GenesysClient) -> CodeCatalog | None:
@@ -1288,6 +1351,23 @@ def _differences(
     show_default=True,
     help="Seconds before a wrap-up shows in analytics (as a real org's analytics lags).",
 )
+@click.option("--org-id", help="The org's id (GET /api/v2/organizations/me); two ids, two orgs.")
+@click.option("--org-name", help="The org's name.")
+@click.option(
+    "--refuse-wrapups",
+    metavar="CODE",
+    help="Answer every wrap-up POST with 400 and this Genesys error code.",
+)
+@click.option(
+    "--queue-codes-only",
+    is_flag=True,
+    help="Refuse (400) a wrap-up code that is not in the participant's queue wrap-up codes.",
+)
+@click.option(
+    "--user-token",
+    is_flag=True,
+    help="Also issue a user's access token and print it as GENESYSCLOUD_ACCESS_TOKEN.",
+)
 def emulator(**params: Any) -> None:
     """Serve the Genesys Cloud API emulator until interrupted."""
     from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, serve_forever
@@ -1304,12 +1384,20 @@ def emulator(**params: Any) -> None:
         host=params["host"],
         port=params["port"],
         analytics_wrapup_lag_s=params["analytics_lag"],
+        refuse_wrapups=params["refuse_wrapups"] or "",
+        queue_codes_only=params["queue_codes_only"],
     )
+    if params["org_id"]:
+        config.org_id = params["org_id"]
+    if params["org_name"]:
+        config.org_name = params["org_name"]
 
     def ready(handle: EmulatorHandle) -> None:
         click.echo(f"emulator serving {handle.base_url} (Ctrl-C to stop); point the tool at it:")
         for name, value in handle.env().items():
             click.echo(f"export {name}={value}")
+        if params["user_token"]:
+            click.echo(f"export {ENV_ACCESS_TOKEN}={handle.user_token()}")
 
     with _errors_reported(None):
         serve_forever(config, on_ready=ready)
@@ -1351,6 +1439,8 @@ def demo(output: str) -> None:
         "request_timeout": 30.0,
         "lookup": "conversations",
         "lookup_batch": 100,
+        "stop_after_refusals": DEFAULT_STOP_AFTER_REFUSALS,
+        "limit": None,
         "sandbox": True,
         "quiet": True,
         "log_file": None,

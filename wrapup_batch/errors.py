@@ -4,9 +4,11 @@
     ├── UsageError                   bad flags, job file or configuration      → exit 2
     ├── InputError                   the input file or query cannot be read    → exit 2
     ├── LedgerError                  the ledger cannot be opened or used       → exit 2
-    │   └── LedgerBusyError          another live run holds the ledger         → exit 5
+    │   ├── LedgerBusyError          another live run holds the ledger         → exit 5
+    │   └── LedgerOrgError           the ledger records another org's work     → exit 2
     └── ApiError                     a Genesys Cloud API call failed
         ├── AuthError                the token cannot be had (401/403 on it)   → exit 3
+        ├── RefusedWritesError       the org refuses every wrap-up (breaker)   → exit 3
         ├── TransientApiError        5xx, 429, timeout, connection: retriable
         │   └── RateLimitedError     429, carries `retry_after` seconds
         └── RequestRejectedError     any other 4xx for one request: a per-row outcome
@@ -40,6 +42,10 @@ class LedgerBusyError(LedgerError):
     exit_code = 5
 
 
+class LedgerOrgError(LedgerError):
+    """The ledger belongs to another org than the one this run reaches (nothing was sent)."""
+
+
 class ApiError(WrapupBatchError):
     def __init__(
         self,
@@ -61,6 +67,12 @@ class ApiError(WrapupBatchError):
 
 
 class AuthError(ApiError):
+    exit_code = 3
+
+
+class RefusedWritesError(ApiError):
+    """The first wrap-up POSTs of a run were all refused alike: the org refuses them all."""
+
     exit_code = 3
 
 

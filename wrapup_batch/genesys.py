@@ -33,7 +33,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from wrapup_batch.api_settings import ENV_CLIENT_ID, ENV_CLIENT_SECRET, ApiSettings
+from wrapup_batch.api_settings import (
+    ENV_ACCESS_TOKEN,
+    ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET,
+    ApiSettings,
+)
 from wrapup_batch.codes import WrapupCode, code_from_json
 from wrapup_batch.errors import (
     ApiError,
@@ -316,6 +321,11 @@ class GenesysClient:
             self._authenticate_locked()
 
     def _authenticate_locked(self) -> None:
+        if self.settings.access_token:
+            # A user's token: used as given; nothing can renew it (a 401 ends the run).
+            self.api_client.access_token = self.settings.access_token
+            self._token_generation += 1
+            return
         try:
             self.api_client.get_client_credentials_token(
                 self.settings.client_id, self.settings.client_secret
@@ -331,7 +341,16 @@ class GenesysClient:
             raise AuthError(f"could not get a token: {err}", status=err.status) from None
         self._token_generation += 1
 
-    def _refresh_token(self, seen_generation: int) -> None:
+    def _refresh_token(self, seen_generation: int, err: RequestRejectedError) -> None:
+        if self.settings.access_token:
+            raise AuthError(
+                f"the access token expired or was revoked: get a new one and set "
+                f"{ENV_ACCESS_TOKEN} to it ({err.method} {err.path} answered 401: "
+                f"{err.message}); nothing is lost: run again to resume",
+                status=401,
+                code=err.code,
+                context_id=err.context_id,
+            )
         with self._auth_lock:
             if self._token_generation == seen_generation:
                 log.info("access token refused (401); getting a new one")
@@ -355,6 +374,14 @@ class GenesysClient:
             if page >= page_count or not data.get("entities"):
                 return codes
             page += 1
+
+    def get_organization(self) -> dict[str, Any]:
+        """GET /api/v2/organizations/me: the org these credentials reach (id, name, ...)."""
+        return self._get_json("/api/v2/organizations/me")
+
+    def get_current_user(self) -> dict[str, Any]:
+        """GET /api/v2/users/me: the user a user's token belongs to (id, name, ...)."""
+        return self._get_json("/api/v2/users/me")
 
     def get_conversation(self, conversation_id: str) -> dict[str, Any]:
         """GET /api/v2/conversations/{id}, as the API's camelCase JSON."""
@@ -495,7 +522,8 @@ class GenesysClient:
         except RequestRejectedError as err:
             if err.status != 401:
                 raise
-        self._refresh_token(generation)
+            refused = err
+        self._refresh_token(generation, refused)
         try:
             return self._once(method, path, fn)
         except RequestRejectedError as err:

@@ -276,6 +276,8 @@ JOB_KEYS: dict[str, _Key] = {
     "rate_limit": _Key("rate_limit", _number(1, "requests per minute")),
     "concurrency": _Key("concurrency", _integer(1, 64)),
     "max_runtime": _Key("max_runtime", _duration),
+    "limit": _Key("limit", _integer(1, 2**31 - 1)),
+    "stop_after_refusals": _Key("stop_after_refusals", _integer(0, 2**31 - 1)),
     "request_timeout": _Key("request_timeout", _number(0.1, "seconds")),
     "lookup": _Key("lookup", _choice("conversations", "analytics")),
     "lookup_batch": _Key("lookup_batch", _integer(1, 100)),

@@ -21,6 +21,8 @@ from sqlalchemy import ColumnElement, case, func, literal
 from wrapup_batch.errors import UsageError
 from wrapup_batch.ledger import Ledger, RunInfo
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
+from wrapup_batch.org import META_KEYS as ORG_META_KEYS
+from wrapup_batch.org import OrgIdentity
 
 RESULT_COLUMNS = (
     "row",
@@ -189,15 +191,31 @@ def status_data(ledger: Ledger) -> dict[str, Any]:
         last = entries[-1]
         todo = to_do(last["counts"], dry_run=bool(last["dry_run"]))
         still = {"run_id": last["id"], "rows": sum(todo.values()), "counts": todo}
-    return {"ledger": ledger.display, "runs": entries, "still_to_do": still}
+    org = OrgIdentity.from_meta(ledger.read_meta(ORG_META_KEYS))
+    return {
+        "ledger": ledger.display,
+        "org": org.as_dict() if org is not None else None,
+        "runs": entries,
+        "still_to_do": still,
+    }
+
+
+def format_org(org: Mapping[str, str] | None) -> str:
+    """The org line of `status`."""
+    if not org:
+        return "org: none recorded yet (the next run that reaches an org records it)"
+    found = OrgIdentity(org["id"], org["name"], org["api_host"], org["principal"], org["since"])
+    since = f" on {found.since}" if found.since else ""
+    return f"org: {found.describe()}, first used {found.reached()}{since}"
 
 
 def format_status(data: Mapping[str, Any]) -> str:
     """`status_data` for a person."""
     runs: list[Mapping[str, Any]] = data["runs"]
+    org = format_org(data.get("org"))
     if not runs:
-        return f"ledger {data['ledger']}: no runs yet"
-    lines = [f"ledger {data['ledger']}: {len(runs)} run(s)"]
+        return f"ledger {data['ledger']}: no runs yet\n{org}"
+    lines = [f"ledger {data['ledger']}: {len(runs)} run(s)", org]
     for run in runs:
         kind = "dry run" if run["dry_run"] else str(run["kind"])
         if run["finished"]:

@@ -26,17 +26,20 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from wrapup_batch.api_settings import is_permission_error
+from wrapup_batch.api_settings import ApiSettings, is_permission_error
 from wrapup_batch.codes import CodeCatalog
 from wrapup_batch.errors import (
     ApiError,
     AuthError,
+    LedgerOrgError,
     RequestRejectedError,
     TransientApiError,
     WrapupBatchError,
 )
-from wrapup_batch.ledger import DONE, ItemUpdate, Ledger, WorkItem
+from wrapup_batch.ledger import DONE, ItemUpdate, Ledger, WorkItem, now_iso
 from wrapup_batch.models import FINE, UNFINISHED, InputRow, Status
+from wrapup_batch.org import META_KEYS as ORG_META_KEYS
+from wrapup_batch.org import OrgIdentity, identify, refuse_other_org, same_target
 from wrapup_batch.planner import (
     ConversationView,
     OnExisting,
@@ -48,6 +51,7 @@ from wrapup_batch.planner import (
 )
 from wrapup_batch.planner import conversation_from_analytics as parse_analytics
 from wrapup_batch.planner import conversation_from_json as parse_conversation
+from wrapup_batch.refusals import DEFAULT_STOP_AFTER_REFUSALS, RefusalBreaker
 from wrapup_batch.revert import check_revertible, revert_rows
 from wrapup_batch.sources import SourceSpec, describe_source, read_rows
 from wrapup_batch.throttle import Throttle, ThrottleStopped
@@ -80,6 +84,10 @@ class RunOptions:
     #: `--lookup analytics`: only a conversation that ended at least this long ago is read from
     #: analytics; a younger one through the Conversations API (see `_lookups`).
     analytics_settle: float = 3600.0
+    #: Stop when the first N wrap-up POSTs are all refused alike (0: never; `refusals.py`).
+    stop_after_refusals: int = DEFAULT_STOP_AFTER_REFUSALS
+    #: Only the first N rows of the input (None: all of them).
+    limit: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,10 +146,17 @@ def run_batch(
     *,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    api: ApiSettings | None = None,
 ) -> RunResult:
-    """Run one batch on a ledger the caller opened; the ledger lock is held throughout."""
-    given = _Input("run", describe_source(source), lambda: read_rows(source))
-    return _locked_run(ledger, given, options, client_factory, progress, stop)
+    """Run one batch on a ledger the caller opened; the ledger lock is held throughout.
+
+    `api` (the settings the client factory uses) lets a run whose ledger already records the
+    same API host and OAuth client skip asking Genesys which org it reaches.
+    """
+    limit = options.limit
+    description = describe_source(source) + (f", first {limit} row(s)" if limit else "")
+    given = _Input("run", description, lambda: _first_rows(read_rows(source), limit))
+    return _locked_run(ledger, given, options, client_factory, progress, stop, api)
 
 
 def revert_batch(
@@ -152,12 +167,33 @@ def revert_batch(
     *,
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    api: ApiSettings | None = None,
 ) -> RunResult:
     """Put back the previous codes a run replaced, as a new run of kind `revert`."""
-    options = replace(options, on_existing="replace", participant="all-agents")
+    options = replace(options, on_existing="replace", participant="all-agents", limit=None)
     given = _Input("revert", f"revert of run {run_id}", lambda: revert_rows(ledger, run_id))
     check_revertible(ledger, run_id)
-    return _locked_run(ledger, given, options, client_factory, progress, stop)
+    return _locked_run(ledger, given, options, client_factory, progress, stop, api)
+
+
+def _first_rows(chunks: Iterable[list[InputRow]], limit: int | None) -> Iterator[list[InputRow]]:
+    """The chunks of the input up to its first `limit` rows (all of them for None); the
+    source is closed there, so the rest of the file or query is never read."""
+    if limit is None:
+        yield from chunks
+        return
+    left = limit
+    try:
+        for chunk in chunks:
+            if len(chunk) >= left:
+                yield chunk[:left]
+                return
+            yield chunk
+            left -= len(chunk)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def _locked_run(
@@ -167,10 +203,12 @@ def _locked_run(
     client_factory: ClientFactory,
     progress: ProgressCallback | None,
     stop: threading.Event | None,
+    api: ApiSettings | None = None,
 ) -> RunResult:
     ledger.acquire_lock()
     try:
         run = _Run(ledger, given, options, client_factory, progress, stop or threading.Event())
+        run.api = api
         return run.execute()
     finally:
         ledger.release_lock()
@@ -206,6 +244,9 @@ class _Run:
         self.apply_started = 0.0
         self.apply_finished = 0.0
         self.client: GenesysClient | None = None
+        self.api: ApiSettings | None = None
+        self.authenticated = False
+        self.breaker = RefusalBreaker(options.stop_after_refusals)
 
     # -- the stages -----------------------------------------------------------------------
 
@@ -219,15 +260,18 @@ class _Run:
         try:
             self._ingest()
             requested = self.ledger.requested_codes(self.run_id, self.done_statuses)
+            self._check_org()
             if requested:  # otherwise every row is decided already: no request at all
-                client = self.client_factory(self.throttle)
-                self.client = client
+                client = self._client()
                 catalog = self._prepare(client, requested)
                 self._work(client, catalog)
         except AuthError as err:
             self.abort = err
         except RunAborted as aborted:
             self.abort = aborted.error
+        except LedgerOrgError:
+            self.ledger.discard_run(self.run_id)  # nothing was sent: as if it never started
+            raise
         except WrapupBatchError as err:
             self._finish(err.exit_code, f"stopped: {err}")
             raise
@@ -247,9 +291,52 @@ class _Run:
             self.progress(Progress("ingest", done=self.rows))
         self.ledger.mark_duplicates(self.run_id)
 
+    def _client(self) -> GenesysClient:
+        """The run's client, made and authenticated once."""
+        if self.client is None:
+            self.client = self.client_factory(self.throttle)
+        if not self.authenticated:
+            self.client.authenticate()
+            self.authenticated = True
+        return self.client
+
+    def _check_org(self) -> None:
+        """Make sure the ledger belongs to the org this run reaches (see `org.py`).
+
+        The first run that reaches an org records it in the ledger; a run that reaches another
+        one raises LedgerOrgError. A run through the host and OAuth client the ledger records
+        asks nothing (so a rerun with nothing left to do sends no request at all).
+        """
+        recorded = OrgIdentity.from_meta(self.ledger.read_meta(ORG_META_KEYS))
+        if recorded is not None and self.api is not None and same_target(recorded, self.api):
+            return
+        try:
+            found = identify(self._client(), now_iso())
+        except TransientApiError as err:
+            raise RunAborted(err) from None
+        if recorded is None:
+            earlier = len(self.ledger.list_runs()) - 1
+            if earlier > 0:
+                log.warning(
+                    "ledger %s had no org recorded (its %d earlier run(s) were made by an "
+                    "older wrapup-batch): it now belongs to %s; if those runs wrote to another "
+                    "org (or the sandbox), stop and use another --ledger for this one",
+                    self.ledger.display,
+                    earlier,
+                    found.describe(),
+                )
+            self.ledger.write_meta(found.to_meta())
+            log.info(
+                "ledger %s now belongs to %s %s",
+                self.ledger.display,
+                found.describe(),
+                found.reached(),
+            )
+        elif recorded.org_id != found.org_id:
+            raise refuse_other_org(self.ledger.display, recorded, found)
+
     def _prepare(self, client: GenesysClient, requested: list[str]) -> CodeCatalog:
         self.progress(Progress("resolve", total=self.rows))
-        client.authenticate()
         try:
             catalog = CodeCatalog(client.list_wrapup_codes())
         except RequestRejectedError as err:
@@ -410,6 +497,14 @@ class _Run:
             recorder.error = exc
             self.stop.set()
 
+    def refused(self, err: RequestRejectedError) -> None:
+        """A wrap-up POST was refused: stop the run when the breaker says the org refuses all."""
+        tripped = self.breaker.refused(err)
+        if tripped is not None:  # the end-of-run message says it: once, not also as a warning
+            log.info("stopping: %s", tripped)
+            self.abort = tripped
+            self.stop.set()
+
     def _should_stop(self) -> bool:
         if self.stop.is_set():
             return True
@@ -548,7 +643,11 @@ class _Worker:
                     end_time=format_time(target.end_time) if target.end_time else None,
                 )
             except ApiError as err:
-                return self._failure(item, err, looking_up=False, the_plan=the_plan)
+                failure = self._failure(item, err, looking_up=False, the_plan=the_plan)
+                if isinstance(err, RequestRejectedError):
+                    self.run.refused(err)
+                return failure
+            self.run.breaker.accepted()
         return self._update(item, the_plan, Status.APPLIED, "", http_status=202)
 
     def _decided(self, item: WorkItem, the_plan: Plan) -> ItemUpdate:

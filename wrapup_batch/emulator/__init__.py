@@ -5,11 +5,15 @@ status codes and error bodies (`app.py` lists every UNCONFIRMED assumption):
 `POST /oauth/token`, `GET /api/v2/routing/wrapupcodes`, `GET /api/v2/conversations/{id}`,
 `GET|POST /api/v2/conversations/{media}/{cid}/participants/{pid}/communications/{commid}/wrapup`
 for the eight media (calls, callbacks, emails, messages, socials, videos, cobrowsesessions,
-screenshares), `GET /api/v2/analytics/conversations/details?id=a,b`.
+screenshares), `GET /api/v2/conversations/{cid}/participants/{pid}/wrapupcodes`,
+`GET /api/v2/analytics/conversations/details?id=a,b`, `GET /api/v2/organizations/me`,
+`GET /api/v2/users/me`.
 Control routes (never rate limited, not counted): `GET /__emulator__/stats[?detail=1]`,
 `POST /__emulator__/reset` (optional JSON `{"wrapups": true, "rate_windows": true}`),
 `GET|POST /__emulator__/config` (JSON of `EmulatorConfig` knobs, plus `storm_seconds`),
-`GET /__emulator__/health`.
+`GET /__emulator__/health`, `POST /__emulator__/user-tokens` (JSON `{"userId", "ttlSeconds"}`,
+both optional → `{"access_token", ...}`: a user's token), `POST /__emulator__/revoke`
+(JSON `{"token"}`).
 
 Public API:
 
@@ -22,6 +26,8 @@ Public API:
     EmulatorHandle: .base_url .port .client_id .client_secret .config .state
                     .env() -> dict[str, str]   (GENESYSCLOUD_API_HOST/_OAUTHCLIENT_ID/_SECRET)
                     .client(client_id) -> OAuthClient   (other seeded clients' secrets)
+                    .user_token(user_id=None, ttl=None) -> str   (a user's access token)
+                    .revoke_token(token) -> bool
                     .stats(detail: bool = True) -> dict   .reset_stats()
                     .reset(*, wrapups: bool = False, rate_windows: bool = False)
         .state.assign(communication_id, code_id, notes=None) sets a wrap-up directly;
@@ -31,7 +37,9 @@ Public API:
         latency_ms, latency_spike_rate, latency_spike_ms, fault_rate, random_seed, drop_rate,
         drop_after_rate, ghost_write_rate, start_storm(seconds, retry_after=0),
         failing_conversations, analytics_hidden, analytics_wrapup_lag_s, analytics_max_ids,
-        max_page_size.
+        max_page_size, refuse_wrapups (a code: every wrap-up POST answers 400 with it),
+        queue_codes_only (a code outside the participant's queue list answers 400).
+    Start-up only: org_id, org_name (the org `GET /api/v2/organizations/me` answers).
     generated_conversation_id(i: int) -> str    id of generated conversation i (0-based)
     default_seed_path() -> Path                 the packaged seed (= sample_data's)
     load_seed(path: Path | None = None, generate: int = 0) -> Seed
@@ -46,7 +54,8 @@ its answer, 401/429/5xx included} and `wrapups` {communication id: current code 
 
 Command line: `python -m wrapup_batch.emulator --port 8642 [--seed FILE] [--generate N]
 [--rate-limit 300] [--token-ttl 86400] [--latency-ms 0] [--fault-rate 0] [--random-seed 0]
-[--analytics-lag 0]`.
+[--analytics-lag 0] [--org-id ID] [--org-name NAME] [--refuse-wrapups CODE]
+[--queue-codes-only]`.
 """
 
 from wrapup_batch.emulator.config import EmulatorConfig

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from wrapup_batch.emulator.config import EmulatorConfig
+from wrapup_batch.emulator.config import DEFAULT_ORG_ID, DEFAULT_ORG_NAME, EmulatorConfig
 from wrapup_batch.emulator.server import EmulatorHandle, serve_forever
 
 
@@ -35,6 +35,16 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
         default=0.0,
         help="seconds before a wrap-up shows in analytics",
     )
+    parser.add_argument("--org-id", default=DEFAULT_ORG_ID, help="the org's id")
+    parser.add_argument("--org-name", default=DEFAULT_ORG_NAME, help="the org's name")
+    parser.add_argument(
+        "--refuse-wrapups", default="", metavar="CODE", help="every wrap-up POST answers 400 CODE"
+    )
+    parser.add_argument(
+        "--queue-codes-only",
+        action="store_true",
+        help="refuse a wrap-up code that is not in the participant's queue list",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.fault_rate <= 1:
         parser.error("--fault-rate must be between 0 and 1")
@@ -52,6 +62,10 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
         host=args.host,
         port=args.port,
         analytics_wrapup_lag_s=args.analytics_lag,
+        org_id=args.org_id,
+        org_name=args.org_name,
+        refuse_wrapups=args.refuse_wrapups,
+        queue_codes_only=args.queue_codes_only,
     )
 
 

@@ -57,6 +57,21 @@ tried against a live org; see shared/reference/genesys-api.md):
   request in the window leaves it. /oauth/token is not limited.
 - Injected 5xx bodies: 503 `service.unavailable`, 502 `bad.gateway`, 504 `gateway.timeout`,
   500 `internal.server.error`, each with a Genesys error body.
+- `GET /api/v2/organizations/me` needs no permission (for a client or a user) and answers the
+  Organization model's fields for `config.org_id` / `config.org_name`.
+- `GET /api/v2/users/me` with a client-credentials token answers 400 `bad.request` ("requires
+  a user context"); with a user's token, that user.
+- A user's token (`state.issue_user_token`, `POST /__emulator__/user-tokens`) acts as the
+  user with every permission the tool needs in the default client's divisions; it expires
+  after its lifetime and can be revoked; nothing renews it (a 401 like any unknown token).
+- `GET /api/v2/conversations/{id}/participants/{pid}/wrapupcodes` needs
+  conversation:communication:view and lists the codes of the participant's queue that the
+  caller can see; a participant without a queue, or a queue without a list, gets every code.
+  Real orgs accept a code outside that list on the POST (so does the emulator) unless
+  `queue_codes_only` is on: then 400 `conversations.error.wrapup.code.not.in.queue`.
+- `refuse_wrapups` (a code): every wrap-up POST to a communication that exists answers 400
+  with that code, after the permission check, as an org that refuses these credentials
+  wrap-ups would (the real status, code and message are unknown).
 """
 
 from __future__ import annotations
@@ -496,6 +511,28 @@ def _locate(
     return conv, participant, comm
 
 
+async def get_participant_wrapupcodes(request: web.Request) -> web.StreamResponse:
+    """`GET /api/v2/conversations/{id}/participants/{pid}/wrapupcodes`: the queue's codes."""
+    state = request.app[STATE_KEY]
+    client = request[CLIENT_KEY]
+    if PERM_VIEW_CONVERSATION not in client.permissions:
+        return missing_permission(PERM_VIEW_CONVERSATION)
+    conv = _visible_conversation(state, client, request.match_info["conversationId"])
+    if isinstance(conv, web.Response):
+        return conv
+    participant_id = request.match_info["participantId"]
+    participant = conv.participant(participant_id.lower())
+    if participant is None:
+        return not_found(f"Participant {participant_id} not found in conversation {conv.id}.")
+    divisions = state.seed.divisions
+    return json_response(
+        [
+            code_json(c, divisions[c.division_id].name)
+            for c in state.queue_codes(client, participant)
+        ]
+    )
+
+
 async def get_wrapup(request: web.Request) -> web.StreamResponse:
     """`GET .../communications/{communicationId}/wrapup[?provisional=true]`: the
     AssignedWrapupCode. No permission needed (the SDK: "requires no permissions")."""
@@ -566,6 +603,12 @@ async def post_wrapup(request: web.Request) -> web.StreamResponse:
     if isinstance(located, web.Response):
         return located
     conv, participant, comm = located
+    refused_with = state.config.refuse_wrapups
+    if refused_with:
+        return bad_request(
+            f"The wrap-up of communication {comm.id} cannot be set by this client.",
+            refused_with,
+        )
     if conv.id in state.config.failing_conversations:
         return genesys_error(500, "internal.server.error", "The server encountered an error.")
     try:
@@ -621,7 +664,61 @@ def _refuse(
             f"Wrap-up code {code_id} does not exist.",
             "conversations.error.wrapup.code.not.found",
         )
+    if state.config.queue_codes_only and code_id.lower() not in {
+        c.id for c in state.queue_codes(client, participant)
+    }:
+        return bad_request(
+            f"Wrap-up code {code_id} is not one of the wrap-up codes of participant "
+            f"{participant.id}'s queue.",
+            "conversations.error.wrapup.code.not.in.queue",
+        )
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Organization and user
+
+
+async def get_organization_me(request: web.Request) -> web.StreamResponse:
+    """`GET /api/v2/organizations/me`: the org the token belongs to."""
+    config = request.app[STATE_KEY].config
+    return json_response(
+        {
+            "id": config.org_id,
+            "name": config.org_name,
+            "defaultLanguage": "en-us",
+            "defaultCountryCode": "US",
+            "thirdPartyOrgName": config.org_name.lower().replace(" ", "-"),
+            "domain": "emulator.invalid",
+            "version": 1,
+            "state": "active",
+            "voicemailEnabled": False,
+            "productPlatform": "PureCloud",
+            "selfUri": f"/api/v2/organizations/{config.org_id}",
+        }
+    )
+
+
+async def get_users_me(request: web.Request) -> web.StreamResponse:
+    """`GET /api/v2/users/me`: the user of a user's token."""
+    state = request.app[STATE_KEY]
+    _, _, token = request.headers.get("Authorization", "").partition(" ")
+    user_id = state.user_of(token.strip())
+    if user_id is None:
+        return bad_request(
+            "This request requires a user context. Client credentials cannot be used for "
+            "requests to this resource."
+        )
+    return json_response(
+        {
+            "id": user_id,
+            "name": state.seed.users[user_id],
+            "state": "active",
+            "username": state.seed.users[user_id].lower().replace(" ", ".") + "@emulator.invalid",
+            "version": 1,
+            "selfUri": f"/api/v2/users/{user_id}",
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -710,6 +807,44 @@ async def post_config(request: web.Request) -> web.StreamResponse:
     return json_response(config.knobs())
 
 
+async def post_user_token(request: web.Request) -> web.StreamResponse:
+    """A user's token, as that user's login would give: JSON `{"userId": ..., "ttlSeconds":
+    ...}` (both optional: the seed's first user, `token_ttl`)."""
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return bad_request("expected a JSON object")
+    state = request.app[STATE_KEY]
+    ttl = body.get("ttlSeconds")
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0):
+        return bad_request("ttlSeconds must be a number >= 0")
+    try:
+        token = state.issue_user_token(body.get("userId"), ttl)
+    except ValueError as exc:
+        return bad_request(str(exc))
+    return json_response(
+        {
+            "access_token": token,
+            "token_type": "bearer",
+            "expires_in": state.config.token_ttl if ttl is None else ttl,
+            "userId": state.user_of(token),
+        }
+    )
+
+
+async def post_revoke(request: web.Request) -> web.StreamResponse:
+    """Revoke a token: JSON `{"token": ...}`."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("token"), str):
+        return bad_request('expected a JSON object {"token": "..."}')
+    return json_response({"revoked": request.app[STATE_KEY].revoke_token(body["token"])})
+
+
 async def get_health(request: web.Request) -> web.StreamResponse:
     return json_response({"ok": True, "conversations": request.app[STATE_KEY].conversation_count})
 
@@ -723,6 +858,13 @@ def make_app(state: EmulatorState) -> web.Application:
     r.add_post("/oauth/token", oauth_token)
     r.add_get("/api/v2/routing/wrapupcodes", get_wrapupcodes, allow_head=False)
     r.add_get("/api/v2/conversations/{conversationId}", get_conversation, allow_head=False)
+    r.add_get(
+        "/api/v2/conversations/{conversationId}/participants/{participantId}/wrapupcodes",
+        get_participant_wrapupcodes,
+        allow_head=False,
+    )
+    r.add_get("/api/v2/organizations/me", get_organization_me, allow_head=False)
+    r.add_get("/api/v2/users/me", get_users_me, allow_head=False)
     r.add_get(WRAPUP_ROUTE, get_wrapup, allow_head=False)
     r.add_post(WRAPUP_ROUTE, post_wrapup)
     r.add_get("/api/v2/analytics/conversations/details", get_analytics_details, allow_head=False)
@@ -731,4 +873,6 @@ def make_app(state: EmulatorState) -> web.Application:
     r.add_get("/__emulator__/config", get_config, allow_head=False)
     r.add_post("/__emulator__/config", post_config)
     r.add_get("/__emulator__/health", get_health, allow_head=False)
+    r.add_post("/__emulator__/user-tokens", post_user_token)
+    r.add_post("/__emulator__/revoke", post_revoke)
     return app

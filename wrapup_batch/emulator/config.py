@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 # Options that only take effect when the server starts: not changeable at run time.
-STARTUP_ONLY = frozenset({"seed_path", "generate", "host", "port"})
+STARTUP_ONLY = frozenset({"seed_path", "generate", "host", "port", "org_id", "org_name"})
+
+#: The org the emulator is (`GET /api/v2/organizations/me`), unless told otherwise.
+DEFAULT_ORG_ID = "0e000000-0000-4000-8000-000000000000"
+DEFAULT_ORG_NAME = "wrapup-batch emulator"
 
 
 @dataclass
@@ -25,7 +29,8 @@ class EmulatorConfig:
 
     Start-up only: `seed_path` (None: the seed packaged with wrapup_batch, identical to
     `sample_data/emulator_seed.json`), `generate` (N synthetic ended conversations), `host`,
-    `port` (0: a free port).
+    `port` (0: a free port), `org_id` and `org_name` (the org `GET /api/v2/organizations/me`
+    answers: two emulators with different ids are two orgs).
 
     Live knobs:
     - `rate_limit`: admitted /api/v2 requests per token per `rate_window_s` (0: unlimited).
@@ -49,6 +54,10 @@ class EmulatorConfig:
     - `analytics_wrapup_lag_s`: a wrap-up shows in analytics only this long after it was set.
     - `analytics_max_ids`: ids allowed in one analytics multi-get (more: 400).
     - `max_page_size`: larger wrap-up code `pageSize` values are clamped to it.
+    - `refuse_wrapups`: a Genesys error code (empty: off); every wrap-up POST answers 400 with
+      it, as an org that does not let these credentials set wrap-ups might.
+    - `queue_codes_only`: a wrap-up POST whose code is not in the participant's queue list
+      (`GET /api/v2/conversations/{id}/participants/{pid}/wrapupcodes`) answers 400.
     """
 
     seed_path: Path | None = None
@@ -73,6 +82,10 @@ class EmulatorConfig:
     analytics_wrapup_lag_s: float = 0.0
     analytics_max_ids: int = 100
     max_page_size: int = 100
+    org_id: str = DEFAULT_ORG_ID
+    org_name: str = DEFAULT_ORG_NAME
+    refuse_wrapups: str = ""
+    queue_codes_only: bool = False
 
     def start_storm(self, seconds: float, retry_after: int = 0) -> None:
         """Answer every /api/v2 request with 429 for `seconds` from now."""
@@ -133,6 +146,14 @@ def _coerce(name: str, type_name: str, value: Any) -> Any:
         if name.endswith("_rate") and result > 1:
             raise ValueError(f"{name} must be between 0 and 1")
         return result
+    if type_name == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string")
+        return value
+    if type_name == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
+        return value
     if type_name == "set[str]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{name} must be a list of strings")

@@ -21,7 +21,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -65,6 +65,8 @@ class Seed:
     conversations: dict[str, Conversation]
     wrapups: dict[str, Wrapup]  # communication id → the wrap-up it starts with
     generate: int = 0
+    #: queue id → the ids of its wrap-up codes (queues without a `wrapupCodes` list: absent)
+    queue_codes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def default_client(self) -> OAuthClient:
@@ -149,6 +151,15 @@ def parse_seed(data: Mapping[str, Any], generate: int = 0) -> Seed:
         raise ValueError("the seed needs at least one OAuth client")
     users = {u["id"]: u["name"] for u in data.get("users", [])}
     queues = {q["id"]: q["name"] for q in data.get("queues", [])}
+    known_codes = {c.id for c in codes}
+    queue_codes: dict[str, tuple[str, ...]] = {}
+    for q in data.get("queues", []):
+        if "wrapupCodes" in q:
+            ids = tuple(str(code_id).lower() for code_id in q["wrapupCodes"])
+            unknown = sorted(set(ids) - known_codes)
+            if unknown:
+                raise ValueError(f"queue {q['id']}: unknown wrap-up codes {unknown}")
+            queue_codes[q["id"]] = ids
     conversations: dict[str, Conversation] = {}
     wrapups: dict[str, Wrapup] = {}
     codes_by_id = {c.id: c for c in codes}
@@ -160,7 +171,9 @@ def parse_seed(data: Mapping[str, Any], generate: int = 0) -> Seed:
         conversations[conv.id] = conv
     for seq, w in enumerate(wrapups.values(), start=1):
         w.seq = seq
-    return Seed(clients, divisions, codes, users, queues, conversations, wrapups, generate)
+    return Seed(
+        clients, divisions, codes, users, queues, conversations, wrapups, generate, queue_codes
+    )
 
 
 def _parse_code(raw: Mapping[str, Any], divisions: Mapping[str, Division]) -> WrapupCode:

@@ -57,6 +57,15 @@ class EmulatorHandle:
         """A seeded OAuth client by id (its `client_secret`, divisions and permissions)."""
         return self.state.clients[client_id]
 
+    def user_token(self, user_id: str | None = None, ttl: float | None = None) -> str:
+        """A user's access token (for `GENESYSCLOUD_ACCESS_TOKEN`): the user (default: the
+        seed's first) with every permission the tool needs, for `ttl` seconds."""
+        return self._on_loop(lambda: self.state.issue_user_token(user_id, ttl))
+
+    def revoke_token(self, token: str) -> bool:
+        """Revoke a token: every later request with it answers 401."""
+        return self._on_loop(lambda: self.state.revoke_token(token))
+
     def stats(self, detail: bool = True) -> dict[str, Any]:
         """What `GET /__emulator__/stats` answers (`?detail=1` when `detail`)."""
         return self._on_loop(lambda: self.state.stats_json(detail))

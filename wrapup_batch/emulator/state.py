@@ -17,9 +17,11 @@ from typing import Any
 
 from wrapup_batch.emulator.config import EmulatorConfig
 from wrapup_batch.emulator.model import (
+    ALL_PERMISSIONS,
     AfterCallWork,
     Conversation,
     OAuthClient,
+    Participant,
     Wrapup,
     WrapupCode,
 )
@@ -30,6 +32,7 @@ from wrapup_batch.emulator.seed import Seed, generated_conversation, generated_i
 class Token:
     client: OAuthClient
     expires_at: float  # time.monotonic()
+    user_id: str | None = None  # a user's token (the principal acts as that user)
 
 
 @dataclass(slots=True)
@@ -100,6 +103,49 @@ class EmulatorState:
         self.tokens[token] = Token(client, time.monotonic() + self.config.token_ttl)
         self.stats.tokens_issued += 1
         return token
+
+    def issue_user_token(self, user_id: str | None = None, ttl: float | None = None) -> str:
+        """A token as a user's own login would give (the authorization-code or implicit
+        grants, which the emulator does not serve): it acts as that user, with every
+        permission the tool needs in the default client's divisions, for `ttl` seconds
+        (default `token_ttl`). Nothing can renew it."""
+        user = user_id or sorted(self.seed.users)[0]
+        if user not in self.seed.users:
+            raise ValueError(f"unknown user {user}")
+        principal = OAuthClient(
+            client_id=f"user:{user}",
+            client_secret="",
+            name=self.seed.users[user],
+            division_ids=self.seed.default_client.division_ids,
+            permissions=frozenset(ALL_PERMISSIONS),
+        )
+        token = secrets.token_urlsafe(32)
+        lifetime = self.config.token_ttl if ttl is None else ttl
+        self.tokens[token] = Token(principal, time.monotonic() + lifetime, user)
+        self.stats.tokens_issued += 1
+        return token
+
+    def revoke_token(self, token: str) -> bool:
+        """Forget a token (as a signed-out user's): every later request with it answers 401."""
+        self.windows.pop(token, None)
+        return self.tokens.pop(token, None) is not None
+
+    def user_of(self, token: str) -> str | None:
+        """The user id of a live user's token, None for a client's token."""
+        entry = self.tokens.get(token)
+        return entry.user_id if entry is not None else None
+
+    def queue_codes(self, client: OAuthClient, participant: Participant) -> list[WrapupCode]:
+        """The wrap-up codes of the participant's queue, as the client may see them.
+
+        UNCONFIRMED: a participant without a queue, or a queue without a list, offers every
+        code the client can see.
+        """
+        visible = [c for c in self.seed.codes if c.division_id in client.division_ids]
+        listed = self.seed.queue_codes.get(participant.queue_id or "")
+        if listed is None:
+            return visible
+        return [c for c in visible if c.id in listed]
 
     def client_for(self, token: str) -> OAuthClient | None:
         """The client a live token belongs to; None for an unknown or expired token."""

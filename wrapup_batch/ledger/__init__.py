@@ -11,6 +11,7 @@ part, gathered by `Ledger`:
 - `resolution`: requested codes resolved, conflicts found, before the work;
 - `work`: the items still to do, their outcomes, what a run applied;
 - `reading`: counts and results, for `status`, `report` and the results file;
+- `meta`: what the ledger records about itself (the org it belongs to);
 - `records`: what the ledger hands out and takes in; `core`: opening (`Ledger.open`).
 
 Writes come in batches, one transaction each; the runner's single writer thread calls

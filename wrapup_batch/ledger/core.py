@@ -13,6 +13,7 @@ from wrapup_batch.errors import LedgerError
 from wrapup_batch.ledger import dialect
 from wrapup_batch.ledger.base import db_failure, first_line
 from wrapup_batch.ledger.ingest import Ingest
+from wrapup_batch.ledger.meta import Meta
 from wrapup_batch.ledger.reading import Reading
 from wrapup_batch.ledger.resolution import Resolution
 from wrapup_batch.ledger.runs import Runs
@@ -39,7 +40,7 @@ def masked(url: str) -> str:
     return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
-class Ledger(Runs, Ingest, Resolution, Work, Reading):
+class Ledger(Runs, Ingest, Resolution, Work, Reading, Meta):
     """Open with `Ledger.open(path_or_url)`; every failure is a LedgerError for a person."""
 
     @classmethod

@@ -1,4 +1,5 @@
-"""The runs table: a run is recorded when it starts and when it finishes."""
+"""The runs table: a run is recorded when it starts and when it finishes (or, refused before
+it sent anything, forgotten)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from wrapup_batch.errors import LedgerError
 from wrapup_batch.ledger.locking import Locking
 from wrapup_batch.ledger.records import RunInfo, now_iso, run_info
-from wrapup_batch.ledger.schema import runs
+from wrapup_batch.ledger.schema import items, run_rows, runs
 
 
 class Runs(Locking):
@@ -52,6 +53,14 @@ class Runs(Locking):
                     exit_code=exit_code,
                 )
             )
+
+    def discard_run(self, run_id: int) -> None:
+        """Forget a run refused before it sent anything: its rows, the items it created (still
+        pending) and the run itself, as if it had never started."""
+        with self._begin() as conn:
+            conn.execute(delete(run_rows).where(run_rows.c.run_id == run_id))
+            conn.execute(delete(items).where(items.c.first_run_id == run_id))
+            conn.execute(delete(runs).where(runs.c.id == run_id))
 
     def list_runs(self) -> list[RunInfo]:
         with self.engine.connect() as conn:

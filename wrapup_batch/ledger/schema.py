@@ -3,7 +3,8 @@ ledger of this version: created when new, migrated when older, refused when newe
 
 Tables:
 
-- `meta`: the schema version.
+- `meta`: the schema version; from schema 5, the org the ledger belongs to (`org_*` keys,
+  see `wrapup_batch/org.py`).
 - `runs`: one row per run (started, finished, source, options, counts, exit code).
 - `items`: one row per distinct request, keyed by (conversation id, requested code, agent id,
   notes) through `item_key`; holds the outcome: status, message, participant and
@@ -37,7 +38,7 @@ from sqlalchemy import (
 from wrapup_batch.errors import LedgerError
 from wrapup_batch.models import Status
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -171,6 +172,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "run_rows.item_key) WHERE item_key IS NOT NULL",
     ),
     3: ("ALTER TABLE items ADD COLUMN wrapup_end_time TEXT",),
+    # schema 5: the org a ledger belongs to, as `org_*` keys in `meta` (no table changes). The
+    # first run that reaches an org records it; the version keeps older wrapup-batch, which
+    # would not check the org, off a ledger that has one.
+    4: (),
 }
 
 
