@@ -34,9 +34,11 @@ from test_run_cli import (
 
 from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, OAuthClient
+from wrapup_batch.emulator.config import DEFAULT_ORG_ID, DEFAULT_ORG_NAME
 from wrapup_batch.ledger import Ledger
 
 ANALYTICS = "GET /api/v2/analytics/conversations/details"
+CLIENT = "wrapup-batch-demo"  # the emulator's default OAuth client
 #: The rows of sample_data/reclassify.csv that are not fine after a run (see test_run_cli).
 SAMPLE_NOT_FINE = {
     9: "not_ended",
@@ -176,9 +178,18 @@ def test_status_of_a_ledger_without_runs(tmp_path: Path) -> None:
     text = cli("status", "--ledger", db)
     as_json = cli("status", "--ledger", db, "--json")
 
-    assert (text.exit_code, text.stdout) == (0, f"ledger {db}: no runs yet\n")
+    assert (text.exit_code, text.stdout) == (
+        0,
+        f"ledger {db}: no runs yet\n"
+        "org: none recorded yet (the next run that reaches an org records it)\n",
+    )
     assert as_json.exit_code == 0
-    assert json.loads(as_json.stdout) == {"ledger": str(db), "runs": [], "still_to_do": None}
+    assert json.loads(as_json.stdout) == {
+        "ledger": str(db),
+        "org": None,
+        "runs": [],
+        "still_to_do": None,
+    }
 
 
 def test_status_lists_each_run_and_the_rows_still_to_do(
@@ -208,6 +219,10 @@ def test_status_lists_each_run_and_the_rows_still_to_do(
         (r["started"], r["finished"]) for r in recorded
     ]
     assert data["still_to_do"] == {"run_id": 2, "rows": 10, "counts": SAMPLE_TODO}
+    org = data["org"]  # recorded by the first run (the dry run), when it reached the org
+    assert (org["id"], org["name"]) == (DEFAULT_ORG_ID, DEFAULT_ORG_NAME)
+    assert (org["api_host"], org["principal"]) == (emulator.base_url, "OAuth client " + CLIENT)
+    assert org["since"][:4] == runs[0]["started"][:4] and org["since"] <= runs[0]["finished"]
 
     todo = (
         "unknown_code 2, ambiguous_code 1, conflict 2, not_found 1, not_ended 1, no_agent 2, "
@@ -215,6 +230,8 @@ def test_status_lists_each_run_and_the_rows_still_to_do(
     )
     expected = [
         f"ledger {db}: 2 run(s)",
+        f"org '{DEFAULT_ORG_NAME}' (id {DEFAULT_ORG_ID}), first used through "
+        f"{emulator.base_url} as OAuth client {CLIENT} on {org['since']}",
         f"run 1 (dry run): exit 1, 22 row(s), {runs[0]['started']} to {runs[0]['finished']}",
         f"    source: {RECLASSIFY}",
         "    fine: unchanged 1, skipped 1, duplicate 1, would_apply 9",
@@ -258,6 +275,7 @@ def test_status_shows_a_run_that_has_not_finished(tmp_path: Path) -> None:
     started = query(db, "SELECT started FROM runs")[0]["started"]
     assert result.stdout.splitlines() == [
         f"ledger {db}: 1 run(s)",
+        "org: none recorded yet (the next run that reaches an org records it)",
         "run 1 (run): not finished (running now, or stopped without a summary), 0 row(s), "
         f"started {started}",
         "    source: in.csv",
@@ -446,7 +464,8 @@ def test_codes_with_a_bad_secret_or_no_credentials(emulator: EmulatorHandle) -> 
     assert missing.exit_code == 2
     assert missing.stderr == (
         "Error: set GENESYSCLOUD_OAUTHCLIENT_ID to an OAuth client-credentials client of your "
-        "org (or use --sandbox to run against the built-in emulator)\n"
+        "org, or GENESYSCLOUD_ACCESS_TOKEN to a token from a user's login (or use --sandbox "
+        "to run against the built-in emulator)\n"
     )
 
 
@@ -460,7 +479,10 @@ def check(
 
 
 def credentials_line(emulator: EmulatorHandle, client_id: str = "wrapup-batch-demo") -> str:
-    return f"✓ credentials: OAuth client {client_id!r} got a token from {emulator.base_url}"
+    return (
+        f"✓ credentials: OAuth client {client_id!r} got a token from {emulator.base_url}, "
+        f"for org '{DEFAULT_ORG_NAME}' (id {DEFAULT_ORG_ID})"
+    )
 
 
 def test_check_passes_on_a_well_set_up_client(emulator: EmulatorHandle) -> None:

@@ -545,7 +545,9 @@ def test_the_reclassify_job_runs_in_the_sandbox(tmp_path: Path) -> None:
         n: e.status for n, e in SAMPLE_EXPECTED.items()
     }
     assert (tmp_path / "reclassify-summary.json").exists()
-    assert (tmp_path / "reclassify-ledger.db").exists()
+    # a sandbox run keeps the job's ledger for the org: it writes one of its own beside it
+    assert (tmp_path / "reclassify-ledger-sandbox.db").exists()
+    assert not (tmp_path / "reclassify-ledger.db").exists()
 
 
 def test_the_nightly_job_writes_to_the_org_named_by_the_environment(

@@ -793,10 +793,11 @@ def test_the_rate_limit_flag_paces_the_requests(emulator: EmulatorHandle, tmp_pa
 
     assert run.exit_code == 0, run.stderr
     data = json.loads(summary.read_text(encoding="utf-8"))
-    assert data["requests"] == api_requests(emulator.stats()) == 9  # 1 code page, 4 + 4
+    # the org (a new ledger records it), 1 code page, 4 GETs + 4 POSTs
+    assert data["requests"] == api_requests(emulator.stats()) == 10
     assert data["rate_limit_per_minute"] == 300
     assert data["requests_per_minute"] <= 300 * 1.05
-    assert data["elapsed_seconds"] >= 8 * 60 / 300 * 0.95  # 9 requests: 8 intervals of 0.2 s
+    assert data["elapsed_seconds"] >= 9 * 60 / 300 * 0.95  # 10 requests: 9 intervals of 0.2 s
 
 
 def test_a_token_that_expires_mid_run_is_renewed(emulator: EmulatorHandle, tmp_path: Path) -> None:
@@ -1173,7 +1174,7 @@ def test_without_a_tty_no_progress_bar_and_a_summary_on_stderr(
     assert "fine: applied 9, unchanged 1, skipped 1, duplicate 1" in err
     assert "not fine: unknown_code 2, ambiguous_code 1, conflict 2" in err
     assert "not_found 1, not_ended 1, no_agent 2, forbidden 1" in err
-    assert re.search(r"\brequests 26\b", err)  # 16 lookups, 1 code page, 9 POSTs
+    assert re.search(r"\brequests 27\b", err)  # the org, 16 lookups, 1 code page, 9 POSTs
     assert re.search(r"\b429s 0\b", err)
     assert f"results: {tmp_path / 'out.csv'}" in err
 

@@ -1139,14 +1139,13 @@ def _check_credentials(checks: _Checklist, api: ApiSettings, org: OrgIdentity) -
     if api.uses_user_token:
         checks.ok(
             f"credentials: the access token in {ENV_ACCESS_TOKEN} is accepted by {api.host} "
-            f"({org.principal}); it is used instead of an OAuth client"
+            f"({org.principal}), for {org.describe()}; it is used instead of an OAuth client"
         )
     else:
-        checks.ok(f"credentials: OAuth client {api.client_id!r} got a token from {api.host}")
-    checks.ok(
-        f"org: {org.describe()}; a ledger records the org of its first run and refuses runs "
-        "against another one"
-    )
+        checks.ok(
+            f"credentials: OAuth client {api.client_id!r} got a token from {api.host}, "
+            f"for {org.describe()}"
+        )
 
 
 def _check_codes(checks: _Checklist, client: GenesysClient) -> CodeCatalog | None:

@@ -206,7 +206,7 @@ def format_org(org: Mapping[str, str] | None) -> str:
         return "org: none recorded yet (the next run that reaches an org records it)"
     found = OrgIdentity(org["id"], org["name"], org["api_host"], org["principal"], org["since"])
     since = f" on {found.since}" if found.since else ""
-    return f"org: {found.describe()}, first used {found.reached()}{since}"
+    return f"{found.describe()}, first used {found.reached()}{since}"
 
 
 def format_status(data: Mapping[str, Any]) -> str:
