@@ -171,7 +171,9 @@ def test_text_logs_name_the_run_and_each_row(emulator: EmulatorHandle, tmp_path:
 
     assert run.exit_code == 0, run.stderr
     lines = log_file.read_text("utf-8").splitlines()
-    assert lines[1].endswith(f" INFO wrapup_batch.runner row 1 {conv(4)}: applied [run 1]")
+    rows = [line for line in lines if " INFO wrapup_batch.runner row " in line]
+    assert len(rows) == 1
+    assert rows[0].endswith(f" INFO wrapup_batch.runner row 1 {conv(4)}: applied [run 1]")
     assert lines[-1].endswith(" INFO wrapup_batch run 1: finished; every row is fine [run 1]")
     assert run.stderr.startswith("run 1: finished; every row is fine")  # no log lines on stderr
 

@@ -260,7 +260,7 @@ class _Run:
         try:
             self._ingest()
             requested = self.ledger.requested_codes(self.run_id, self.done_statuses)
-            self._check_org()
+            self._check_org(bool(requested))
             if requested:  # otherwise every row is decided already: no request at all
                 client = self._client()
                 catalog = self._prepare(client, requested)
@@ -300,22 +300,25 @@ class _Run:
             self.authenticated = True
         return self.client
 
-    def _check_org(self) -> None:
+    def _check_org(self, requested: bool) -> None:
         """Make sure the ledger belongs to the org this run reaches (see `org.py`).
 
         The first run that reaches an org records it in the ledger; a run that reaches another
         one raises LedgerOrgError. A run through the host and OAuth client the ledger records
-        asks nothing (so a rerun with nothing left to do sends no request at all).
+        asks nothing (so a rerun with nothing left to do sends no request at all), nor does a
+        first run with nothing to send (an input without rows): its ledger claims nothing yet.
         """
         recorded = OrgIdentity.from_meta(self.ledger.read_meta(ORG_META_KEYS))
         if recorded is not None and self.api is not None and same_target(recorded, self.api):
+            return
+        earlier = len(self.ledger.list_runs()) - 1
+        if recorded is None and not requested and earlier == 0:
             return
         try:
             found = identify(self._client(), now_iso())
         except TransientApiError as err:
             raise RunAborted(err) from None
         if recorded is None:
-            earlier = len(self.ledger.list_runs()) - 1
             if earlier > 0:
                 log.warning(
                     "ledger %s had no org recorded (its %d earlier run(s) were made by an "
