@@ -75,7 +75,7 @@ def refusal_message(limit: int, err: ApiError) -> str:
     )
     return (
         f"{first} and none was accepted: Genesys answered {err.status} "
-        f"{err.code or '(no error code)'}: {err.message!r} (contextId "
+        f'{err.code or "(no error code)"}: "{err.message}" (contextId '
         f"{err.context_id or 'none given'}). No more wrap-ups were sent; the rows not tried "
         "stay pending and a rerun resumes them. What to try: check that the OAuth client's "
         f"role has {PERMISSIONS['wrapup']} in the divisions of these conversations; run as a "
