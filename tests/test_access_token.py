@@ -8,6 +8,7 @@ every output is searched for the token.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from test_run_cli import (
     query,
 )
 
+from wrapup_batch import runner
 from wrapup_batch.api_settings import ApiSettings, settings_from_env
 from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, Wrapup
@@ -182,3 +184,29 @@ def test_the_json_summary_of_an_aborted_token_run_names_the_cause(
     data = json.loads(summary.read_text("utf-8"))
     assert data["exit_code"] == 3 and EXPIRED in data["aborted"]
     assert token not in summary.read_text("utf-8")
+
+
+def test_a_log_record_that_carries_the_token_is_redacted(
+    emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record holding the token as plain text (no "Bearer" before it, which is redacted
+    # anyway), as a library's debug line could: the redaction knows the token itself.
+    token = emulator.user_token()
+    identify = runner.identify
+
+    def identify_and_log(client: Any, stamp: str) -> Any:
+        logging.getLogger("wrapup_batch.genesys").warning("token in use: %s.", token)
+        return identify(client, stamp)
+
+    monkeypatch.setattr(runner, "identify", identify_and_log)
+    log_file = tmp_path / "run.log"
+
+    run = invoke(
+        emulator, tmp_path, RECLASSIFY, "--log-file", log_file, "--log-format", "json",
+        env=token_env(emulator, token),
+    )  # fmt: skip
+
+    assert run.exit_code == 1, run.stderr
+    logged = log_file.read_text("utf-8")
+    assert "token in use: ***." in run.stderr and "token in use: ***." in logged
+    assert token not in run.stderr and token not in logged
