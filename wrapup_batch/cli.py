@@ -572,7 +572,11 @@ def _run_options(fn: F) -> F:
             "ago (30m, 2h; 0 trusts analytics at once) through the Conversations API: analytics "
             "may not show a wrap-up set a moment ago.",
         ),
-        click.option("--sandbox", is_flag=True, help="Run against the built-in emulator."),
+        click.option(
+            "--sandbox",
+            is_flag=True,
+            help="Run against the built-in emulator, with a ledger of its own.",
+        ),
         *_log_options(),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
     ]

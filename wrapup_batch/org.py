@@ -116,9 +116,9 @@ def refuse_other_org(ledger: str, recorded: OrgIdentity, found: OrgIdentity) -> 
     return LedgerOrgError(
         f"ledger {ledger} belongs to {recorded.describe()}, first used {recorded.reached()}"
         f"{' on ' + recorded.since if recorded.since else ''}; this run reaches "
-        f"{found.describe()} {found.reached()}. Its applied rows are true of the other org "
-        "only, so nothing was sent and the ledger is unchanged: give this org a ledger of "
-        "its own with --ledger (or `ledger =` in a job file), e.g. --ledger "
+        f"{found.describe()} {found.reached()}. The ledger's applied rows are true of the "
+        "first org only, so nothing was sent and the ledger is unchanged: give this org a "
+        "ledger of its own with --ledger (or `ledger =` in a job file), e.g. --ledger "
         f"{_suggested_name(found)}"
     )
 
