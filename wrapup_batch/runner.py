@@ -207,8 +207,7 @@ def _locked_run(
 ) -> RunResult:
     ledger.acquire_lock()
     try:
-        run = _Run(ledger, given, options, client_factory, progress, stop or threading.Event())
-        run.api = api
+        run = _Run(ledger, given, options, client_factory, progress, stop or threading.Event(), api)
         return run.execute()
     finally:
         ledger.release_lock()
@@ -223,6 +222,7 @@ class _Run:
         client_factory: ClientFactory,
         progress: ProgressCallback | None,
         stop: threading.Event,
+        api: ApiSettings | None = None,
     ) -> None:
         self.ledger = ledger
         self.given = given
@@ -244,7 +244,7 @@ class _Run:
         self.apply_started = 0.0
         self.apply_finished = 0.0
         self.client: GenesysClient | None = None
-        self.api: ApiSettings | None = None
+        self.api = api  # where and as whom the client factory connects (see `_check_org`)
         self.authenticated = False
         self.breaker = RefusalBreaker(options.stop_after_refusals)
 
