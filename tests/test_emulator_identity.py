@@ -9,7 +9,12 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +41,8 @@ from wrapup_batch.emulator.config import DEFAULT_ORG_ID, DEFAULT_ORG_NAME
 
 MakeSdk = Callable[..., ApiClient]
 ALICE = "b0000001-0000-4000-8000-000000000000"
+OTHER = "0e000000-0000-4000-8000-0000000000b2"
+RECLASSIFY = Path(__file__).resolve().parent.parent / "sample_data" / "reclassify.csv"
 CAROL = "b0000003-0000-4000-8000-000000000000"
 SUPPORT_QUEUE_CODES = {
     "Support - Billing",
@@ -82,15 +89,13 @@ def test_organizations_me_names_the_configured_org(
     make_emulator: Callable[..., EmulatorHandle], sdk_client: MakeSdk
 ) -> None:
     first = make_emulator()
-    other = make_emulator(
-        EmulatorConfig(org_id="0e000000-0000-4000-8000-0000000000b2", org_name="B")
-    )
+    other = make_emulator(EmulatorConfig(org_id=OTHER, org_name="B"))
 
     org = OrganizationApi(sdk_client(first)).get_organizations_me()
     second = OrganizationApi(sdk_client(other)).get_organizations_me()
 
     assert (org.id, org.name, org.state) == (DEFAULT_ORG_ID, DEFAULT_ORG_NAME, "active")
-    assert (second.id, second.name) == ("0e000000-0000-4000-8000-0000000000b2", "B")
+    assert (second.id, second.name) == (OTHER, "B")
     # no permission needed: the read-only client reads it too
     readonly = sdk_client(first, "wrapup-batch-readonly")
     assert OrganizationApi(readonly).get_organizations_me().id == DEFAULT_ORG_ID
@@ -247,3 +252,51 @@ def test_the_switches_from_the_command_line() -> None:
         defaults.update({"org_id": "other"})
     with pytest.raises(ValueError, match="true or false"):
         defaults.update({"queue_codes_only": "yes"})
+
+
+def test_the_emulator_command_with_the_switches_and_a_users_token_end_to_end(
+    tmp_path: Path,
+) -> None:
+    # Both sides as a user would start them: `wrapup-batch emulator ...` prints where it is
+    # and a user's token; `wrapup-batch run` with that token meets an org that refuses.
+    emulator = subprocess.Popen(
+        [
+            sys.executable, "-m", "wrapup_batch", "emulator", "--port", "0", "--org-id", OTHER,
+            "--org-name", "Refusing Org", "--refuse-wrapups", "wrapup.refused", "--user-token",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert emulator.stdout is not None
+        assert emulator.stdout.readline().startswith("emulator serving http://127.0.0.1:")
+        printed = dict(
+            emulator.stdout.readline().strip().removeprefix("export ").split("=", 1)
+            for _ in range(4)
+        )
+        token = printed.pop("GENESYSCLOUD_ACCESS_TOKEN")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GENESYSCLOUD_")}
+        env.update(GENESYSCLOUD_API_HOST=printed["GENESYSCLOUD_API_HOST"])
+        env.update(GENESYSCLOUD_ACCESS_TOKEN=token)
+        ledger = tmp_path / "ledger.db"
+
+        run = subprocess.run(
+            [
+                sys.executable, "-m", "wrapup_batch", "run", str(RECLASSIFY), "--ledger",
+                str(ledger), "--stop-after-refusals", "2", "--rate-limit", "6000", "-q",
+            ],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        emulator.terminate()
+        assert emulator.wait(timeout=10) == 0
+
+    assert run.returncode == 3, run.stderr
+    assert "the first 2 wrap-up POSTs were all refused alike" in run.stderr
+    assert 'Genesys answered 400 wrapup.refused: "' in run.stderr
+    assert token not in run.stderr + run.stdout
+    with sqlite3.connect(ledger) as conn:
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'org_%'").fetchall())
+    assert (meta["org_id"], meta["org_name"]) == (OTHER, "Refusing Org")
+    assert meta["org_principal"] == f"user Alice Agent ({ALICE})"
