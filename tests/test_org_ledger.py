@@ -191,3 +191,24 @@ def test_a_sandbox_run_never_uses_the_production_ledger_unless_told(
         f"org '{DEFAULT_ORG_NAME}' (id {DEFAULT_ORG_ID}), first used through http://127.0.0.1:"
         in (status.stdout)
     )
+
+
+def test_status_without_a_ledger_points_at_the_sandbox_ledger_when_there_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    nothing = runner.invoke(main, ["status"])
+    assert nothing.exit_code == 2
+    assert SANDBOX_LEDGER not in nothing.stderr
+
+    runner.invoke(main, ["run", str(RECLASSIFY), "--sandbox", "-q", "--limit", "2"])
+    pointed = runner.invoke(main, ["status"])
+    report = runner.invoke(main, ["report"])
+
+    assert pointed.exit_code == report.exit_code == 2
+    for result in (pointed, report):
+        assert result.stderr == (
+            f"Error: no ledger at {DEFAULT_LEDGER}; run `wrapup-batch run` first (--sandbox runs "
+            f"write {SANDBOX_LEDGER}: add --ledger {SANDBOX_LEDGER})\n"
+        )

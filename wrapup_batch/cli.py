@@ -42,6 +42,7 @@ from wrapup_batch.codes import CodeCatalog, WrapupCode
 from wrapup_batch.errors import (
     ApiError,
     AuthError,
+    LedgerError,
     RateLimitedError,
     RequestRejectedError,
     UsageError,
@@ -904,7 +905,7 @@ def status(ledger: str, as_json: bool) -> None:
     still to do after the last run."""
     _begin_command()
     with _errors_reported(None):
-        book = Ledger.open(ledger, create=False)
+        book = _open_existing(ledger)
         try:
             data = status_data(book)
         finally:
@@ -951,7 +952,7 @@ def report(
         wanted |= {status.value for status in NOT_FINE | UNFINISHED}
     chosen = [name for name in STATUS_NAMES if name in wanted] or None
     with _errors_reported(None):
-        book = Ledger.open(ledger, create=False)
+        book = _open_existing(ledger)
         try:
             run_info = _the_run(book, run_id)
             if output:
@@ -966,6 +967,18 @@ def report(
         which = " not fine or not finished" + (f" or with status {', '.join(extra)}" * bool(extra))
     where = output if output else "standard output"
     click.echo(f"run {run_info.id}: {written} row(s){which} written to {where}", err=True)
+
+
+def _open_existing(ledger: str) -> Ledger:
+    """A ledger to read; when the default is missing but a sandbox run wrote its own, say so."""
+    try:
+        return Ledger.open(ledger, create=False)
+    except LedgerError as err:
+        if ledger == DEFAULT_LEDGER and not Path(ledger).exists() and Path(SANDBOX_LEDGER).exists():
+            raise LedgerError(
+                f"{err} (--sandbox runs write {SANDBOX_LEDGER}: add --ledger {SANDBOX_LEDGER})"
+            ) from None
+        raise
 
 
 def _to_stdout(book: Ledger, run_id: int, statuses: Sequence[str] | None) -> int:
