@@ -154,9 +154,9 @@ def test_an_older_ledger_is_migrated_and_bound_with_a_warning(
 ) -> None:
     db = tmp_path / "ledger.db"
     invoke(emulator, tmp_path, RECLASSIFY, "--dry-run")
-    with sqlite3.connect(db) as conn:  # as wrapup-batch with ledger schema 3 left it
+    with sqlite3.connect(db) as conn:  # as the version before (ledger schema 4) left it
         conn.execute("DELETE FROM meta WHERE key LIKE 'org_%'")
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
 
     run = invoke(emulator, tmp_path, RECLASSIFY)
 
