@@ -57,6 +57,7 @@ from wrapup_batch.planner import conversation_from_analytics as parse_analytics
 from wrapup_batch.planner import conversation_from_json as parse_conversation
 from wrapup_batch.refusals import DEFAULT_STOP_AFTER_REFUSALS
 from wrapup_batch.report import (
+    check_writable,
     format_status,
     format_summary,
     status_data,
@@ -73,7 +74,12 @@ from wrapup_batch.runner import (
     revert_batch,
     run_batch,
 )
-from wrapup_batch.sources import SourceSpec, describe_source, normalise_conversation_id
+from wrapup_batch.sources import (
+    SourceSpec,
+    check_source,
+    describe_source,
+    normalise_conversation_id,
+)
 from wrapup_batch.throttle import Throttle
 
 if TYPE_CHECKING:  # the SDK is imported only by commands that call the API (see _new_client)
@@ -712,6 +718,12 @@ def _execute(
             params["encoding"],
             params["sheet"],
         )
+    if spec is not None:
+        check_source(spec)  # a mistyped path: exit 2 before the ledger is even created
+    if params["results"]:
+        check_writable(Path(params["results"]), "--results")
+    if params["summary_json"]:
+        check_writable(Path(params["summary_json"]), "--summary-json", in_place=True)
     description = describe_source(spec) if spec is not None else f"revert of run {revert_of}"
     options = RunOptions(
         dry_run=params["dry_run"],
@@ -768,10 +780,21 @@ def _execute(
                 )
         reporter.close()
         _LogContext.run_id = result.run_id
+        # Checked writable before the work; a failure now (a full disk) is reported after the
+        # summary, and the exit code stays the work's.
+        unwritten: list[str] = []
+        results_written = False
         if params["results"]:
-            write_results(ledger, result.run_id, Path(params["results"]))
+            try:
+                write_results(ledger, result.run_id, Path(params["results"]))
+                results_written = True
+            except UsageError as err:
+                unwritten.append(str(err))
         if params["summary_json"]:
-            write_summary_json(Path(params["summary_json"]), result.summary)
+            try:
+                write_summary_json(Path(params["summary_json"]), result.summary)
+            except UsageError as err:
+                unwritten.append(str(err))
     finally:
         reporter.close()
         ledger.close()
@@ -782,8 +805,15 @@ def _execute(
         extra={"run_id": result.run_id, "exit_code": result.exit_code, "counts": result.counts},
     )
     click.echo(format_summary(result.summary), err=True)
-    if params["results"]:
+    if results_written:
         click.echo(f"  results: {params['results']}", err=True)
+    for text in unwritten:
+        log.error("%s", text, extra={"file_only": True})
+        click.echo(
+            f"Error: {_REDACT(text)} (the run itself is recorded in the ledger: "
+            f"`wrapup-batch report --ledger {ledger.display} -o FILE` writes its results)",
+            err=True,
+        )
     return result
 
 

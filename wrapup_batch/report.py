@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -55,6 +56,37 @@ def neutralise_sql(column: ColumnElement[Any]) -> ColumnElement[Any]:
         (func.substr(column, 1, 1).in_(_FORMULA_STARTS), literal("'").concat(column)),
         else_=column,
     )
+
+
+def check_writable(path: Path, option: str, *, in_place: bool = False) -> None:
+    """Raise UsageError unless a file can be written at `path`: checked before a run sends
+    anything, so that a mistyped folder stops it with exit 2 while nothing has changed.
+
+    `in_place`: the file is written where it is (an existing writable file is enough);
+    otherwise it is written beside and renamed over (its folder must take a new file).
+    """
+    where = f"{option} {path}"
+    if path.is_dir():
+        raise UsageError(f"{where} is a folder; give a file name, e.g. {path / 'out.csv'}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(
+            f"cannot write {where}: the folder {folder} does not exist; create it or give "
+            "another path"
+        )
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"cannot write {where}: the file exists and is read-only")
+        if in_place:
+            return
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {where}: {exc.strerror or exc} in {folder}; give a path in a folder "
+            "you can write to"
+        ) from None
 
 
 def write_results(

@@ -168,6 +168,15 @@ def read_rows(spec: SourceSpec) -> Iterator[list[InputRow]]:
         yield from _read_sql(spec)
 
 
+def check_source(spec: SourceSpec) -> None:
+    """Raise at once what `read_rows` would raise first for a spec or a file that cannot be
+    opened (no such file, a directory, unreadable): called before a run opens its ledger, so
+    that a mistyped path leaves nothing behind."""
+    _check_spec(spec)
+    if spec.path is not None:
+        _read_head(spec.path)
+
+
 # --------------------------------------------------------------------------- spec and columns
 
 
