@@ -95,6 +95,54 @@ def test_a_full_disk_after_the_work_still_prints_the_summary_and_the_works_exit_
     assert sum(emulator.stats(detail=True)["posts_per_communication"].values()) == 9
 
 
+# -- 2. every row's outcome in the log --------------------------------------------------------------
+
+
+def test_the_json_log_holds_every_rows_outcome_with_the_same_fields(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    log_file, results = tmp_path / "run.log", tmp_path / "out.csv"
+
+    run = cli(
+        emulator, "run", RECLASSIFY, "--ledger", tmp_path / "l.db", "--results", results,
+        "--log-file", log_file, "--log-format", "json", "-q",
+    )  # fmt: skip
+
+    assert run.exit_code == 1, run.stderr
+    records = [json.loads(line) for line in log_file.read_text("utf-8").splitlines()]
+    outcomes = {r["row"]: r for r in records if "row" in r}
+    rows, _ = read_results(results)
+    assert sorted(outcomes) == list(range(1, 23))  # all 22 rows, not 16
+    for row in rows:
+        record = outcomes[int(row["row"])]
+        assert record["status"] == row["status"]
+        assert record["conversation_id"] == row["conversation_id"]
+        assert record["run_id"] == 1 and record["level"] == "INFO"
+        assert record["message"].startswith(f"row {row['row']} {row['conversation_id']}: ")
+    assert {outcomes[n]["status"] for n in (16, 17, 18, 19, 20, 21)} == {
+        "duplicate",
+        "unknown_code",
+        "ambiguous_code",
+        "conflict",
+    }
+    assert 'did you mean "Sales"' in outcomes[17]["message"]
+    assert "http_status" not in outcomes[16]  # nothing was sent for a duplicate
+
+
+def test_verbose_shows_invalid_rows_on_the_console(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "conversation_id,wrapup_code\nnot-a-uuid,Sales\nc0000001-0000-4000-8000-000000000000,\n",
+        "utf-8",
+    )
+
+    run = cli(emulator, "run", source, "--ledger", tmp_path / "l.db", "-v", "-q")
+
+    assert run.exit_code == 1, run.stderr
+    assert "INFO row 1 not-a-uuid: invalid (" in run.stderr
+    assert "INFO row 2 c0000001-0000-4000-8000-000000000000: invalid (" in run.stderr
+
+
 # -- 8. small ones --------------------------------------------------------------------------------
 
 

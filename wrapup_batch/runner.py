@@ -36,7 +36,14 @@ from wrapup_batch.errors import (
     TransientApiError,
     WrapupBatchError,
 )
-from wrapup_batch.ledger import DONE, ItemUpdate, Ledger, WorkItem, now_iso
+from wrapup_batch.ledger import (
+    DECIDED_BEFORE_WORK,
+    DONE,
+    ItemUpdate,
+    Ledger,
+    WorkItem,
+    now_iso,
+)
 from wrapup_batch.models import FINE, UNFINISHED, InputRow, Status
 from wrapup_batch.org import META_KEYS as ORG_META_KEYS
 from wrapup_batch.org import OrgIdentity, identify, refuse_other_org, same_target
@@ -264,7 +271,10 @@ class _Run:
             if requested:  # otherwise every row is decided already: no request at all
                 client = self._client()
                 catalog = self._prepare(client, requested)
+                self._log_decided()
                 self._work(client, catalog)
+            else:
+                self._log_decided()
         except AuthError as err:
             self.abort = err
         except RunAborted as aborted:
@@ -337,6 +347,24 @@ class _Run:
             )
         elif recorded.org_id != found.org_id:
             raise refuse_other_org(self.ledger.display, recorded, found)
+
+    def _log_decided(self) -> None:
+        """One log record per row decided before the work (invalid, duplicate, unknown or
+        ambiguous code, conflict), with the fields of the work's own records."""
+        if not log.isEnabledFor(logging.INFO):
+            return
+        for page in self.ledger.iter_results(self.run_id, statuses=_DECIDED_ROWS):
+            for row in page:
+                log_outcome(
+                    self.run_id,
+                    row.row,
+                    row.conversation_id,
+                    row.status,
+                    row.message,
+                    http_status=row.http_status,
+                    error_code=row.error_code,
+                    context_id=row.context_id,
+                )
 
     def _prepare(self, client: GenesysClient, requested: list[str]) -> CodeCatalog:
         self.progress(Progress("resolve", total=self.rows))
@@ -724,6 +752,40 @@ class _Worker:
         return ItemUpdate(**fields)
 
 
+#: Row statuses decided before the work: logged together once the codes are resolved.
+_DECIDED_ROWS = (Status.INVALID.value, Status.DUPLICATE.value, *DECIDED_BEFORE_WORK)
+
+
+def log_outcome(
+    run_id: int,
+    row: int | None,
+    conversation_id: str | None,
+    status: str,
+    message: str,
+    *,
+    http_status: int | None = None,
+    error_code: str | None = None,
+    context_id: str | None = None,
+) -> None:
+    """The log record of one row's outcome: the same message and fields for every status."""
+    log.info(
+        "row %s %s: %s%s",
+        row,
+        conversation_id,
+        status,
+        f" ({message})" if message else "",
+        extra={
+            "run_id": run_id,
+            "row": row,
+            "conversation_id": conversation_id,
+            "status": status,
+            "http_status": http_status,
+            "error_code": error_code,
+            "context_id": context_id,
+        },
+    )
+
+
 def _may_have_landed(item: WorkItem) -> bool:
     """Whether an earlier run may have written this item: its POST was sent (in_flight) and
     then neither confirmed nor refused (interrupted, or failed with no answer or a 5xx)."""
@@ -877,21 +939,15 @@ class _Recorder(threading.Thread):
     def _log_outcome(self, update: ItemUpdate) -> None:
         """One log record per committed outcome (only built when info records are wanted)."""
         row, conversation_id = self._logged.pop(update.item_id, (None, None))
-        log.info(
-            "row %s %s: %s%s",
+        log_outcome(
+            self.run_id,
             row,
             conversation_id,
             update.status,
-            f" ({update.message})" if update.message else "",
-            extra={
-                "run_id": self.run_id,
-                "row": row,
-                "conversation_id": conversation_id,
-                "status": update.status,
-                "http_status": update.http_status,
-                "error_code": update.error_code,
-                "context_id": update.context_id,
-            },
+            update.message,
+            http_status=update.http_status,
+            error_code=update.error_code,
+            context_id=update.context_id,
         )
 
     def _safely(self, action: Callable[[], None]) -> bool:
