@@ -6,6 +6,7 @@ was sent; the ledger is read with sqlite3, the results and logs as files.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,7 @@ def emulator_config() -> EmulatorConfig:
 
 def cli(emulator: EmulatorHandle | None, *args: str | Path, **env: str | None) -> Any:
     environment = {**(env_for(emulator) if emulator is not None else {}), **env}
-    return CliRunner().invoke(
-        main, [str(a) for a in args], env=environment, catch_exceptions=False
-    )
+    return CliRunner().invoke(main, [str(a) for a in args], env=environment, catch_exceptions=False)
 
 
 def requests_seen(emulator: EmulatorHandle) -> int:
@@ -129,7 +128,9 @@ def test_the_json_log_holds_every_rows_outcome_with_the_same_fields(
     assert "http_status" not in outcomes[16]  # nothing was sent for a duplicate
 
 
-def test_verbose_shows_invalid_rows_on_the_console(emulator: EmulatorHandle, tmp_path: Path) -> None:
+def test_verbose_shows_invalid_rows_on_the_console(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
     source = tmp_path / "in.csv"
     source.write_text(
         "conversation_id,wrapup_code\nnot-a-uuid,Sales\nc0000001-0000-4000-8000-000000000000,\n",
@@ -141,6 +142,49 @@ def test_verbose_shows_invalid_rows_on_the_console(emulator: EmulatorHandle, tmp
     assert run.exit_code == 1, run.stderr
     assert "INFO row 1 not-a-uuid: invalid (" in run.stderr
     assert "INFO row 2 c0000001-0000-4000-8000-000000000000: invalid (" in run.stderr
+
+
+# -- 3. a network failure is not a credentials failure ----------------------------------------------
+
+
+UNREACHABLE = {
+    "GENESYSCLOUD_API_HOST": "https://api.nonexistent-host.invalid",
+    "GENESYSCLOUD_OAUTHCLIENT_ID": "some-client",
+    "GENESYSCLOUD_OAUTHCLIENT_SECRET": "some-secret",
+    "GENESYSCLOUD_REGION": None,
+}
+
+
+def closed_port_host() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"  # nothing listens there
+
+
+@pytest.mark.parametrize("host", ["https://api.nonexistent-host.invalid", "closed port"])
+def test_an_unreachable_host_exits_7_with_a_network_hint_not_a_credentials_one(
+    tmp_path: Path, host: str
+) -> None:
+    env = {
+        **UNREACHABLE,
+        "GENESYSCLOUD_API_HOST": closed_port_host() if host == "closed port" else host,
+    }
+    source = tmp_path / "blank.csv"
+    source.write_text("conversation_id,wrapup_code\nc0000001-0000-4000-8000-000000000000,Sales\n")
+    ledger = tmp_path / "b4.db"
+
+    run = cli(None, "run", source, "--ledger", ledger, "-q", **env)
+
+    assert run.exit_code == 7, run.stderr
+    assert "could not reach" in run.stderr and "to get a token" in run.stderr
+    assert "check the network, a proxy (HTTPS_PROXY), and the region" in run.stderr
+    assert "credentials were not tried" in run.stderr and "refused" not in run.stderr
+    assert query(ledger, "SELECT exit_code FROM runs") == [{"exit_code": 7}]
+    assert query(ledger, "SELECT status FROM items") == [{"status": "pending"}]
+    for command in (["codes"], ["check"]):
+        other = cli(None, *command, **env)
+        assert other.exit_code == 7, other.stdout + other.stderr
+        assert "could not reach" in other.stderr
 
 
 # -- 8. small ones --------------------------------------------------------------------------------

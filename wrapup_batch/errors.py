@@ -6,6 +6,7 @@
     ├── LedgerError                  the ledger cannot be opened or used       → exit 2
     │   ├── LedgerBusyError          another live run holds the ledger         → exit 5
     │   └── LedgerOrgError           the ledger records another org's work     → exit 2
+    ├── UnreachableError             no token: Genesys Cloud not reached        → exit 7
     └── ApiError                     a Genesys Cloud API call failed
         ├── AuthError                the token cannot be had (401/403 on it)   → exit 3
         ├── RefusedWritesError       the org refuses every wrap-up (breaker)   → exit 3
@@ -44,6 +45,13 @@ class LedgerBusyError(LedgerError):
 
 class LedgerOrgError(LedgerError):
     """The ledger belongs to another org than the one this run reaches (nothing was sent)."""
+
+
+class UnreachableError(WrapupBatchError):
+    """The API could not be reached for a token before any work (network, proxy, region, or
+    the service down): not a credentials problem."""
+
+    exit_code = 7
 
 
 class ApiError(WrapupBatchError):

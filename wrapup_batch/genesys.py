@@ -35,8 +35,10 @@ from tenacity import (
 
 from wrapup_batch.api_settings import (
     ENV_ACCESS_TOKEN,
+    ENV_API_HOST,
     ENV_CLIENT_ID,
     ENV_CLIENT_SECRET,
+    ENV_REGION,
     ApiSettings,
 )
 from wrapup_batch.codes import WrapupCode, code_from_json
@@ -46,6 +48,7 @@ from wrapup_batch.errors import (
     RateLimitedError,
     RequestRejectedError,
     TransientApiError,
+    UnreachableError,
 )
 from wrapup_batch.sdk import (
     AbstractHttpClient,
@@ -334,8 +337,15 @@ class GenesysClient:
             err = map_api_exception(exc, "POST", "/oauth/token")
             raise AuthError(_auth_failure_message(err, self.settings), status=err.status) from None
         except TransientApiError as err:
-            raise AuthError(
-                f"could not get a token from {self.settings.host}: {err}", status=0
+            if err.status:  # 5xx or 429: reached, but not answering now
+                raise UnreachableError(
+                    f"{self.settings.host} answered {err.status} when asked for a token: "
+                    f"{err.message}; Genesys Cloud may be unavailable: try again later"
+                ) from None
+            raise UnreachableError(
+                f"could not reach {self.settings.host} to get a token ({err}); check the "
+                f"network, a proxy (HTTPS_PROXY), and the region ({ENV_REGION} or "
+                f"{ENV_API_HOST}); the credentials were not tried"
             ) from None
         except ApiError as err:
             raise AuthError(f"could not get a token: {err}", status=err.status) from None
@@ -354,7 +364,10 @@ class GenesysClient:
         with self._auth_lock:
             if self._token_generation == seen_generation:
                 log.info("access token refused (401); getting a new one")
-                self._authenticate_locked()
+                try:
+                    self._authenticate_locked()
+                except UnreachableError as err:  # mid-run: retried like any lost request
+                    raise TransientApiError(str(err), method="POST", path="/oauth/token") from None
 
     # -- calls ------------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ EXIT_ABORTED = 3
 EXIT_STOPPED = 4
 EXIT_BUSY = 5  # another run holds the ledger (LedgerBusyError)
 EXIT_INTERNAL = 6  # an unexpected error: a bug; the log has the details, a rerun resumes
+EXIT_UNREACHABLE = 7  # no token: the API could not be reached before any work (UnreachableError)
 
 
 @dataclass(frozen=True)
