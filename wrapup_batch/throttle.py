@@ -46,7 +46,11 @@ class Throttle:
         min_fraction: float = 0.2,
         recovery_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
+        """`clock` and `sleep` replace time for tests: with `sleep` given, `acquire` calls it
+        with the seconds to wait (a fake clock's sleep moves the clock) instead of waiting on
+        the condition, so that a minute of pacing takes no time."""
         if limit_per_minute <= 0:
             raise ValueError("limit_per_minute must be positive")
         self.limit = float(limit_per_minute)
@@ -55,6 +59,7 @@ class Throttle:
         self._min_rate = self.limit * min_fraction
         self._recovery_per_second = (self.limit - self._min_rate) / recovery_seconds
         self._clock = clock
+        self._sleep = sleep
         self._cond = threading.Condition()
         self._stopped = False
         self._tokens = 1.0
@@ -86,7 +91,10 @@ class Throttle:
                     self._first_sent = self._first_sent or now
                     self._last_sent = now
                     return
-                self._cond.wait(timeout=wait)
+                if self._sleep is not None:
+                    self._sleep(wait)
+                else:
+                    self._cond.wait(timeout=wait)
 
     def _wait_needed(self, now: float) -> float:
         if now < self._paused_until:
