@@ -195,6 +195,25 @@ def check_exit_matches_statuses(run: Run) -> None:
     assert run.exit_code == expected, (run.exit_code, statuses, run.stderr)
 
 
+def check_statuses_match_the_emulator(run: Run, emulator: EmulatorHandle) -> None:
+    """Each row's recorded status against what the emulator holds: `applied` exactly when the
+    communication carries the code asked for (and got one accepted POST), `failed` exactly
+    when no POST of it was stored. A POST that landed but is recorded `failed` (or one
+    recorded `applied` that never landed) fails here."""
+    stats = emulator.stats(detail=True)
+    held, accepted = stats["wrapups"], stats["posts_per_communication"]
+    for number, status in run.statuses().items():
+        i = number - 1
+        comm, where = agent_comm(i), f"row {number}: {run.rows[number]}"
+        if status == "applied":
+            assert held.get(comm) == CODES[asked(i)], where
+            assert accepted.get(comm) == 1, where
+        else:
+            assert status == "failed", where
+            assert comm not in held and comm not in accepted, where
+    assert sum(s == "applied" for s in run.statuses().values()) == len(accepted)
+
+
 def check_every_row_applied_once(emulator: EmulatorHandle) -> None:
     stats = emulator.stats(detail=True)
     assert stats["posts_per_communication"] == {agent_comm(i): 1 for i in range(ROWS)}
@@ -234,6 +253,7 @@ def test_a_fault_ends_in_true_statuses_and_a_rerun_finishes_without_a_second_wri
     stats = emulator.stats(detail=True)
     assert fault.proof(stats, log.read_text(encoding="utf-8")), (stats, first.stderr)
     check_exit_matches_statuses(first)
+    check_statuses_match_the_emulator(first, emulator)
     data = json.loads(summary.read_text(encoding="utf-8"))
     assert data["exit_code"] == first.exit_code
     assert data["wrapup_posts"] == stats["post_attempts"]
