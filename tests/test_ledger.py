@@ -197,14 +197,27 @@ def test_a_missing_folder_is_named(tmp_path: Path) -> None:
         Ledger.open(str(tmp_path / "nowhere" / "l.db"))
 
 
-@pytest.mark.parametrize("schema", [1, 2, 3, 4])
+OUTCOME_COLUMNS = (
+    "outcome",
+    "outcome_message",
+    "outcome_http_status",
+    "outcome_error_code",
+    "outcome_context_id",
+)
+
+
+@pytest.mark.parametrize("schema", [1, 2, 3, 4, 5])
 def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, schema: int) -> None:
+    """Made from today's schema with the later columns dropped; the real ledgers written by
+    schema 1 and 2 are in test_ledger_migration.py."""
     path = tmp_path / "old.db"
     ledger = Ledger.open(str(path))
     run_id = _start(ledger)
     ledger.ingest(run_id, [InputRow(1, A, "Sales"), InputRow(2, B, "Sales")])
     ledger.close()
     with sqlite3.connect(path) as conn:  # make it look like a ledger of that schema
+        for column in OUTCOME_COLUMNS:  # added in schema 6
+            conn.execute(f"ALTER TABLE run_rows DROP COLUMN {column}")
         if schema < 4:
             conn.execute("ALTER TABLE items DROP COLUMN wrapup_end_time")  # added in schema 4
         if schema < 3:
@@ -218,12 +231,14 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, sc
 
     with sqlite3.connect(path) as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+        row_columns = {row[1] for row in conn.execute("PRAGMA table_info(run_rows)")}
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         links = conn.execute(
             "SELECT rr.row, i.conversation_id FROM run_rows rr JOIN items i ON i.id = rr.item_id"
         ).fetchall()
     assert {"communication_target", "expected_code", "wrapup_end_time"} <= columns
     assert version == (str(SCHEMA_VERSION),)
+    assert set(OUTCOME_COLUMNS) <= row_columns
     assert sorted(links) == [(1, A), (2, B)]
     work = [w for page in migrated.iter_work(run_id, DONE) for w in page]
     assert [(w.conversation_id, w.communication_id) for w in work] == [(A, None), (B, None)]

@@ -17,6 +17,8 @@ from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle
 from wrapup_batch.ledger import SCHEMA_VERSION
 
 DATA = Path(__file__).resolve().parent / "data"
+
+
 @pytest.fixture
 def emulator_config() -> EmulatorConfig:
     return EmulatorConfig(rate_limit=0)

@@ -187,6 +187,93 @@ def test_an_unreachable_host_exits_7_with_a_network_hint_not_a_credentials_one(
         assert "could not reach" in other.stderr
 
 
+# -- 5. results that say what happened in this run ---------------------------------------------------
+
+
+def test_a_duplicate_row_shows_no_http_status_since_nothing_was_sent_for_it(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    results = tmp_path / "out.csv"
+
+    run = cli(emulator, "run", RECLASSIFY, "--ledger", tmp_path / "l.db", "--results", results)
+
+    assert run.exit_code == 1, run.stderr
+    rows = {int(r["row"]): r for r in read_results(results)[0]}
+    assert (rows[1]["status"], rows[1]["http_status"]) == ("applied", "202")
+    assert rows[16]["status"] == "duplicate" and rows[16]["message"] == "same as row 1"
+    assert (rows[16]["http_status"], rows[16]["error_code"], rows[16]["context_id"]) == ("", "", "")
+
+
+def test_the_report_of_a_dry_run_still_shows_what_the_dry_run_found(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "l.db"
+    dry = cli(emulator, "run", RECLASSIFY, "--ledger", ledger, "--dry-run", "-q")
+    real = cli(emulator, "run", RECLASSIFY, "--ledger", ledger, "-q")
+    assert (dry.exit_code, real.exit_code) == (1, 1), dry.stderr + real.stderr
+
+    first = cli(None, "report", "--ledger", ledger, "--run", "1")
+    second = cli(None, "report", "--ledger", ledger, "--run", "2")
+
+    def statuses(text: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for line in text.splitlines()[1:]:
+            status = line.split(",")[3]
+            found[status] = found.get(status, 0) + 1
+        return found
+
+    others = {k: v for k, v in SAMPLE_COUNTS.items() if k != "applied"}
+    assert statuses(first.stdout) == {**others, "would_apply": 9}  # not "applied"
+    assert statuses(second.stdout) == SAMPLE_COUNTS
+    would = [line for line in first.stdout.splitlines() if ",would_apply," in line]
+    assert all(",202," not in line for line in would)  # no HTTP status: nothing was sent
+
+
+def test_a_reruns_summary_counts_only_its_own_applied_rows_in_its_rate(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    ledger, summary = tmp_path / "l.db", tmp_path / "s.json"
+    lines = RECLASSIFY.read_text("utf-8").splitlines()
+    first_part = tmp_path / "first.csv"
+    first_part.write_text("\n".join(lines[:4]) + "\n", "utf-8")  # rows 1-3: applied
+    first = cli(emulator, "run", first_part, "--ledger", ledger, "-q")
+    assert first.exit_code == 0, first.stderr
+
+    rerun = cli(emulator, "run", RECLASSIFY, "--ledger", ledger, "--summary-json", summary, "-q")
+
+    assert rerun.exit_code == 1, rerun.stderr
+    data = json.loads(summary.read_text("utf-8"))
+    assert data["counts"]["applied"] == 9
+    assert data["applied_this_run"] == data["wrapup_posts"] == 6
+    assert "this run applied 6 row(s) (" in rerun.stderr
+    assert "the other 3 applied row(s) were applied by earlier runs" in rerun.stderr
+
+
+def test_revert_results_name_the_codes_they_put_back(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    ledger, results = tmp_path / "l.db", tmp_path / "revert.csv"
+    source = tmp_path / "in.csv"
+    # conversation 8 starts with Complaint; 1 has no wrap-up
+    source.write_text(
+        "conversation_id,wrapup_code\nc0000008-0000-4000-8000-000000000000,Sales\n"
+        "c0000001-0000-4000-8000-000000000000,Sales\n",
+        "utf-8",
+    )
+    run = cli(emulator, "run", source, "--ledger", ledger, "--on-existing", "replace", "-q")
+    assert run.exit_code == 0, run.stderr
+
+    revert = cli(emulator, "revert", "1", "--ledger", ledger, "--results", results, "-q")
+
+    assert revert.exit_code == 1, revert.stderr  # conversation 1: not_revertible
+    rows, _ = read_results(results)
+    put_back = [r for r in rows if r["status"] == "applied"]
+    assert [(r["conversation_id"], r["wrapup_code"]) for r in put_back] == [
+        ("c0000008-0000-4000-8000-000000000000", "Complaint")  # a name, not its id
+    ]
+    assert put_back[0]["code_id"] == "9c000005-0000-4000-8000-000000000000"
+
+
 # -- 8. small ones --------------------------------------------------------------------------------
 
 

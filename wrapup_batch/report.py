@@ -118,7 +118,14 @@ def write_results_to(
     """Write the run's rows as the results CSV to an open text stream (no BOM); return how many."""
     handle.write(_csv_text([RESULT_COLUMNS]))
     written = 0
-    for page in ledger.iter_result_tuples(run_id, statuses=statuses, cell=neutralise_sql):
+    run = ledger.get_run(run_id)
+    pages = ledger.iter_result_tuples(
+        run_id,
+        statuses=statuses,
+        cell=neutralise_sql,
+        code_names=run is not None and run.kind == "revert",  # its rows ask for code ids
+    )
+    for page in pages:
         handle.write(_csv_text(page))  # one write a page: the encoder runs once, not per row
         written += len(page)
     return written
@@ -159,6 +166,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"(waited {summary['retry_after_wait_seconds']:g} s), "
         f"time {summary['elapsed_seconds']:.1f} s"
     )
+    applied = counts.get(Status.APPLIED.value, 0)
+    here = summary.get("applied_this_run", applied)
+    if here != applied:
+        lines.append(
+            f"  this run applied {here} row(s) ({summary['applied_per_minute']:g}/min); the "
+            f"other {applied - here} applied row(s) were applied by earlier runs"
+        )
     if summary.get("dry_run"):
         lines.append("  dry run: nothing was written to Genesys Cloud")
     return "\n".join(lines)

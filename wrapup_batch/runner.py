@@ -255,6 +255,7 @@ class _Run:
         self.api = api  # where and as whom the client factory connects (see `_check_org`)
         self.authenticated = False
         self.breaker = RefusalBreaker(options.stop_after_refusals)
+        self.applied_here = 0  # rows this run applied (not those applied by earlier runs)
 
     # -- the stages -----------------------------------------------------------------------
 
@@ -422,6 +423,7 @@ class _Run:
             finished.set()
             self.apply_finished = time.monotonic()
             recorder.close()
+            self.applied_here = recorder.counts[Status.APPLIED.value]
         if recorder.error is not None:
             raise recorder.error
 
@@ -571,6 +573,7 @@ class _Run:
         return self._finish(code, message, counts)
 
     def _finish(self, code: int, message: str, counts: dict[str, int] | None = None) -> RunResult:
+        self.ledger.snapshot_outcomes(self.run_id)
         counts = counts if counts is not None else self.ledger.status_counts(self.run_id)
         summary = self._summary(counts, code, message)
         self.ledger.finish_run(self.run_id, counts=counts, summary=summary, exit_code=code)
@@ -581,7 +584,7 @@ class _Run:
         stats = self.throttle.stats()
         apply_seconds = max(0.0, (self.apply_finished or time.monotonic()) - self.apply_started)
         applied_rate = (
-            round(counts.get(Status.APPLIED.value, 0) * 60.0 / apply_seconds, 1)
+            round(self.applied_here * 60.0 / apply_seconds, 1)
             if self.apply_started and apply_seconds > 0
             else 0.0
         )
@@ -598,6 +601,7 @@ class _Run:
             "retry_after_wait_seconds": stats.retry_after_wait_seconds,
             "rate_limit_per_minute": stats.limit_per_minute,
             "requests_per_minute": stats.requests_per_minute,
+            "applied_this_run": self.applied_here,
             "applied_per_minute": applied_rate,
             "elapsed_seconds": round(time.monotonic() - self.started, 3),
             "aborted": str(self.abort) if self.abort else None,

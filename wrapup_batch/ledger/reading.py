@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, case, func, select, update
 
 from wrapup_batch.ledger.base import LedgerBase
 from wrapup_batch.ledger.records import ResultRow
@@ -14,8 +14,32 @@ from wrapup_batch.ledger.schema import items, run_rows
 
 
 class Reading(LedgerBase):
+    def snapshot_outcomes(self, run_id: int) -> None:
+        """Keep, on the run's rows, their items' outcomes as this run leaves them: called when
+        the run finishes, so that a later run changing an item does not rewrite this run's
+        report. Only the items this run wrote (rows it did not touch show the item as it is)."""
+
+        def of_item(column: Any) -> Any:
+            return select(column).where(items.c.id == run_rows.c.item_id).scalar_subquery()
+
+        written = select(items.c.id).where(items.c.last_run_id == run_id)
+        with self._begin() as conn:
+            conn.execute(
+                update(run_rows)
+                .where(run_rows.c.run_id == run_id)
+                .where(run_rows.c.status.is_(None))
+                .where(run_rows.c.item_id.in_(written))
+                .values(
+                    outcome=of_item(items.c.status),
+                    outcome_message=of_item(items.c.message),
+                    outcome_http_status=of_item(items.c.http_status),
+                    outcome_error_code=of_item(items.c.error_code),
+                    outcome_context_id=of_item(items.c.context_id),
+                )
+            )
+
     def status_counts(self, run_id: int) -> dict[str, int]:
-        status = func.coalesce(run_rows.c.status, items.c.status)
+        status = _row_status()
         query = (
             select(status, func.count())
             .select_from(run_rows.outerjoin(items, items.c.id == run_rows.c.item_id))
@@ -41,35 +65,64 @@ class Reading(LedgerBase):
         statuses: Sequence[str] | None = None,
         cell: Callable[[ColumnElement[Any]], ColumnElement[Any]] | None = None,
         batch: int = 5000,
+        code_names: bool = False,
     ) -> Iterator[list[tuple[Any, ...]]]:
         """`iter_results` as plain tuples (`ResultRow` order), with `cell` (when given) wrapped
         around every text column's SQL expression: that is how the report's formula
         neutraliser runs inside SQLite, so that a million rows reach the CSV writer untouched.
+
+        Each row says what happened in this run: the outcome kept when the run finished (else
+        the item as it is); a row decided on its own (`invalid`, `duplicate`) shows no HTTP
+        status nor error, since nothing was sent for it. `code_names`: the `wrapup_code`
+        column shows the resolved code's name (a revert's rows ask for code ids).
         """
-        status = func.coalesce(run_rows.c.status, items.c.status)
+        status = _row_status()
         texts: list[ColumnElement[Any]] = [
             run_rows.c.conversation_id,
-            run_rows.c.wrapup_code,
+            func.coalesce(items.c.code_name, run_rows.c.wrapup_code)
+            if code_names
+            else run_rows.c.wrapup_code,
             status,
-            func.coalesce(run_rows.c.message, items.c.message, ""),
+            func.coalesce(
+                run_rows.c.message,
+                case((run_rows.c.outcome.is_not(None), run_rows.c.outcome_message)),
+                items.c.message,
+                "",
+            ),
             items.c.participant_id,
             items.c.communication_id,
             items.c.previous_code_name,
             items.c.previous_code,
             items.c.code_id,
-            items.c.error_code,
-            items.c.context_id,
+            _of_this_run(run_rows.c.outcome_error_code, items.c.error_code),
+            _of_this_run(run_rows.c.outcome_context_id, items.c.context_id),
             items.c.notes,
             items.c.agent_id,
             items.c.wrapup_end_time,
         ]
         if cell is not None:
             texts = [cell(column) for column in texts]
+        http_status = _of_this_run(run_rows.c.outcome_http_status, items.c.http_status)
         base = (
-            select(run_rows.c.row, *texts[:9], items.c.http_status, *texts[9:])
+            select(run_rows.c.row, *texts[:9], http_status, *texts[9:])
             .select_from(run_rows.outerjoin(items, items.c.id == run_rows.c.item_id))
             .where(run_rows.c.run_id == run_id)
         )
         if statuses:
             base = base.where(status.in_(list(statuses)))
         yield from self._run_row_pages(base, batch)
+
+
+def _row_status() -> ColumnElement[Any]:
+    """A run row's status: its own (invalid, duplicate), else its item's as the run left it."""
+    return func.coalesce(run_rows.c.status, run_rows.c.outcome, items.c.status)
+
+
+def _of_this_run(kept: ColumnElement[Any], current: ColumnElement[Any]) -> ColumnElement[Any]:
+    """An outcome field of a run row: none for a row decided on its own (nothing was sent for
+    it), the value kept when the run finished, else the item's."""
+    return case(
+        (run_rows.c.status.is_not(None), None),
+        (run_rows.c.outcome.is_not(None), kept),
+        else_=current,
+    )

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from wrapup_batch.errors import LedgerError
 from wrapup_batch.models import Status
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -113,6 +113,14 @@ run_rows = Table(
     # input order, the items are then read nearly in order, where the random item keys made
     # every row a lookup in the key index (a million-row results file: 4.6 s -> 2.0 s of SQL)
     Column("item_id", Integer),
+    # schema 6: the outcome of the row's item as this run left it (`snapshot_outcomes`, when
+    # the run finishes), so that a run's report says what happened in that run, not what a
+    # later run did to the same item (a dry run's rows stay `would_apply`)
+    Column("outcome", String),
+    Column("outcome_message", Text),
+    Column("outcome_http_status", Integer),
+    Column("outcome_error_code", String),
+    Column("outcome_context_id", String),
     # No index on (run_id, item_key): kept up to date on every ingested row, in the random
     # order of the keys, it cost more than half of a million-row ingest. Every query walks
     # a run's rows by the primary key and reaches items through item_id; ledgers
@@ -176,6 +184,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # first run that reaches an org records it; the version keeps older wrapup-batch, which
     # would not check the org, off a ledger that has one.
     4: (),
+    # Runs finished before keep no outcome of their own: their reports show the items' latest.
+    5: (
+        "ALTER TABLE run_rows ADD COLUMN outcome VARCHAR",
+        "ALTER TABLE run_rows ADD COLUMN outcome_message TEXT",
+        "ALTER TABLE run_rows ADD COLUMN outcome_http_status INTEGER",
+        "ALTER TABLE run_rows ADD COLUMN outcome_error_code VARCHAR",
+        "ALTER TABLE run_rows ADD COLUMN outcome_context_id VARCHAR",
+    ),
 }
 
 
