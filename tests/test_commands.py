@@ -240,8 +240,12 @@ def test_status_lists_each_run_and_the_rows_still_to_do(
         f"    source: {RECLASSIFY}",
         "    fine: applied 9, unchanged 1, skipped 1, duplicate 1",
         f"    not fine: {todo}",
-        f"still to do after run 2: 10 row(s) ({todo}); run the same input with this ledger "
-        "again to retry them",
+        f"still to do after run 2: 10 row(s) ({todo})",
+        "    fix these in the input (a rerun alone cannot): unknown_code 2, ambiguous_code 1, "
+        "conflict 2",
+        "    run the same input with this ledger again to retry these: not_ended 1",
+        "    check these in Genesys Cloud (the id, the region, the role's divisions; "
+        "`report --not-fine` has each message): not_found 1, no_agent 2, forbidden 1",
     ]
     assert text.stdout.splitlines() == expected
 
@@ -496,7 +500,7 @@ def test_check_passes_on_a_well_set_up_client(emulator: EmulatorHandle) -> None:
         f"agent communication(s): {comm(8, 3)} (calls, wrap-up 'Complaint' "
         "(9c000005-0000-4000-8000-000000000000))",
         WRAPUP_NOTE,
-        "every check passed",
+        "3 check(s) passed, 1 not checked (the lines marked -)",
     ]
     assert result.stderr == ""
     stats = emulator.stats()
@@ -513,7 +517,7 @@ def test_check_without_a_conversation_says_it_was_not_checked() -> None:
         "- conversation: not checked; give --conversation ID to prove "
         "conversation:communication:view",
         WRAPUP_NOTE,
-        "every check passed",
+        "2 check(s) passed, 2 not checked (the lines marked -)",
     ]
 
 
@@ -528,7 +532,7 @@ def test_check_with_a_bad_secret_stops_at_the_credentials(emulator: EmulatorHand
         " (401: "
     )
     assert "GENESYSCLOUD_OAUTHCLIENT_SECRET" in lines[0]
-    assert lines[1:] == ["1 check(s) failed"]
+    assert lines[1:] == ["1 check(s) failed, 0 passed"]
     assert secret not in result.output
     assert emulator.stats()["requests"] == {"POST /oauth/token": {"401": 1}}
 
@@ -547,7 +551,7 @@ def test_check_names_the_missing_code_permission(emulator: EmulatorHandle) -> No
     )
     # The other checks still ran: the conversation is readable (codes shown by id).
     assert lines[2].startswith(f"✓ conversation {conv(1)}: readable")
-    assert lines[-1] == "1 check(s) failed"
+    assert lines[-1] == "1 check(s) failed, 2 passed, 1 not checked (the lines marked -)"
 
 
 def test_check_names_the_missing_conversation_permission(emulator: EmulatorHandle) -> None:
@@ -562,7 +566,7 @@ def test_check_names_the_missing_conversation_permission(emulator: EmulatorHandl
         "Unable to perform the requested action. You are missing the following permission(s): "
         "[conversation:communication:view])",
         WRAPUP_NOTE,
-        "1 check(s) failed",
+        "1 check(s) failed, 2 passed, 1 not checked (the lines marked -)",
     ]
 
 
@@ -604,7 +608,7 @@ def test_lookup_compare_agrees_on_the_seed(emulator: EmulatorHandle) -> None:
         "ids, media and wrap-up codes",
         f"✓ lookup-compare {conv(8)}: the two APIs agree on 1 agent communication(s) (calls): "
         "ids, media and wrap-up codes",
-        "every check passed",
+        "6 check(s) passed, 2 not checked (the lines marked -)",
     ]
     stats = emulator.stats()
     assert stats["requests"][ANALYTICS] == {"200": 1}
@@ -629,7 +633,7 @@ def test_lookup_compare_reports_a_lagging_wrapup_and_an_unknown_conversation(
         f"✓ lookup-compare {conv(5)}: the two APIs agree on 1 agent communication(s) "
         "(messages): ids, media and wrap-up codes",
         "- 2 of 3 conversation(s) differ: keep --lookup conversations (the default) on this org",
-        "2 check(s) failed",
+        "2 check(s) failed, 4 passed, 2 not checked (the lines marked -)",
     ]
 
 
@@ -648,5 +652,5 @@ def test_lookup_compare_names_the_missing_analytics_permission(emulator: Emulato
         "perform the requested action. You must have at least one of the following "
         "permissions assigned: [analytics:conversationDetail:view, "
         "analytics:agentConversationDetail:view]); --lookup analytics needs it",
-        "1 check(s) failed",
+        "1 check(s) failed, 2 passed, 2 not checked (the lines marked -)",
     ]

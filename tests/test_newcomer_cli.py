@@ -274,6 +274,65 @@ def test_revert_results_name_the_codes_they_put_back(
     assert put_back[0]["code_id"] == "9c000005-0000-4000-8000-000000000000"
 
 
+# -- 6. summaries that point at the next step -------------------------------------------------------
+
+
+def test_a_dry_run_without_results_points_at_results_and_report(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "l.db"
+
+    run = cli(emulator, "run", RECLASSIFY, "--ledger", ledger, "--dry-run", "-q")
+
+    assert run.exit_code == 1, run.stderr
+    assert "dry run: nothing was written to Genesys Cloud" in run.stderr
+    assert (
+        f"every row's outcome: add --results FILE, or `wrapup-batch report --ledger {ledger} "
+        "--run 1 -o FILE` (--not-fine for only the rows to look at)"
+    ) in run.stderr
+    report = cli(None, "report", "--ledger", ledger, "--run", "1", "--not-fine")
+    assert report.exit_code == 0 and len(report.stdout.splitlines()) == 1 + 10
+
+
+def test_skipped_rows_say_they_had_another_code_and_how_to_replace_it(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.csv"
+    # conversation 8 already has Complaint
+    source.write_text("conversation_id,wrapup_code\nc0000008-0000-4000-8000-000000000000,Sales\n")
+
+    run = cli(emulator, "run", source, "--ledger", tmp_path / "l.db", "-q")
+
+    assert run.exit_code == 0, run.stderr
+    assert "  fine: skipped 1" in run.stderr
+    assert (
+        "  skipped 1: these already had another wrap-up code and were left as they were; "
+        "--on-existing replace changes them"
+    ) in run.stderr
+    assert emulator.stats(detail=True)["posts_per_communication"] == {}
+
+
+def test_status_after_a_dry_run_tells_rows_to_edit_from_rows_to_run(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    source, ledger = tmp_path / "in.csv", tmp_path / "l.db"
+    source.write_text(
+        "conversation_id,wrapup_code\nnot-a-uuid,Sales\nc0000001-0000-4000-8000-000000000000,Sales\n"
+        "c0000002-0000-4000-8000-000000000000,Sale\n"
+    )
+    cli(emulator, "run", source, "--ledger", ledger, "--dry-run", "-q")
+
+    status = cli(None, "status", "--ledger", ledger)
+
+    lines = status.stdout.splitlines()
+    assert lines[-3:] == [
+        "still to do after run 1: 3 row(s) (would_apply 1, invalid 1, unknown_code 1)",
+        "    fix these in the input (a rerun alone cannot): invalid 1, unknown_code 1",
+        "    the same run without --dry-run applies these: would_apply 1",
+    ]
+    assert "again to retry" not in status.stdout
+
+
 # -- 8. small ones --------------------------------------------------------------------------------
 
 

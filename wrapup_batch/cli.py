@@ -807,6 +807,13 @@ def _execute(
     click.echo(format_summary(result.summary), err=True)
     if results_written:
         click.echo(f"  results: {params['results']}", err=True)
+    elif not params["results"] and result.rows:
+        click.echo(
+            f"  every row's outcome: add --results FILE, or `wrapup-batch report --ledger "
+            f"{ledger.display} --run {result.run_id} -o FILE` (--not-fine for only the rows "
+            "to look at)",
+            err=True,
+        )
     for text in unwritten:
         log.error("%s", text, extra={"file_only": True})
         click.echo(
@@ -1086,9 +1093,12 @@ class _Checklist:
 
     def __init__(self) -> None:
         self.failed = 0
+        self.passed = 0
+        self.not_checked = 0
         self.permission_missing = False
 
     def ok(self, text: str) -> None:
+        self.passed += 1
         click.echo(f"✓ {_REDACT(text)}")
         log.info("check passed: %s", text, extra={"file_only": True})
 
@@ -1098,15 +1108,20 @@ class _Checklist:
         self.failed += 1
         self.permission_missing = self.permission_missing or permission
 
-    def skipped(self, text: str) -> None:
+    def skipped(self, text: str, *, not_checked: bool = True) -> None:
+        self.not_checked += not_checked
         click.echo(f"- {text}")
 
     def finish(self) -> NoReturn:
+        not_checked = f", {self.not_checked} not checked (the lines marked -)"
+        tally = f"{self.passed} passed" + (not_checked if self.not_checked else "")
         if self.failed:
-            click.echo(f"{self.failed} check(s) failed")
+            click.echo(f"{self.failed} check(s) failed, {tally}")
             log.warning("%d check(s) failed", self.failed, extra={"file_only": True})
+        elif self.not_checked:
+            click.echo(f"{self.passed} check(s) passed{not_checked}")
         else:
-            click.echo("every check passed")
+            click.echo(f"every check passed ({self.passed})")
         sys.exit(3 if self.permission_missing else 1 if self.failed else 0)
 
 
@@ -1324,7 +1339,8 @@ def _check_lookup_compare(
     if disagree:
         checks.skipped(
             f"{disagree} of {len(ids)} conversation(s) differ: keep --lookup conversations "
-            "(the default) on this org"
+            "(the default) on this org",
+            not_checked=False,
         )
 
 

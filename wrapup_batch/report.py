@@ -166,6 +166,12 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         f"(waited {summary['retry_after_wait_seconds']:g} s), "
         f"time {summary['elapsed_seconds']:.1f} s"
     )
+    skipped = counts.get(Status.SKIPPED.value, 0)
+    if skipped:
+        lines.append(
+            f"  skipped {skipped}: these already had another wrap-up code and were left as they "
+            "were; --on-existing replace changes them"
+        )
     applied = counts.get(Status.APPLIED.value, 0)
     here = summary.get("applied_this_run", applied)
     if here != applied:
@@ -276,10 +282,41 @@ def format_status(data: Mapping[str, Any]) -> str:
     still = data["still_to_do"]
     if still["rows"]:
         parts = ", ".join(f"{s} {n}" for s, n in still["counts"].items())
-        lines.append(
-            f"still to do after run {still['run_id']}: {still['rows']} row(s) ({parts}); "
-            "run the same input with this ledger again to retry them"
-        )
+        lines.append(f"still to do after run {still['run_id']}: {still['rows']} row(s) ({parts})")
+        lines.extend(f"    {line}" for line in next_steps(still["counts"]))
     else:
         lines.append(f"still to do after run {still['run_id']}: nothing")
     return "\n".join(lines)
+
+
+#: What a person does about the rows still to do, by status: (statuses, what to do).
+_NEXT_STEPS: tuple[tuple[frozenset[str], str], ...] = (
+    (
+        frozenset({"invalid", "unknown_code", "ambiguous_code", "conflict"}),
+        "fix these in the input (a rerun alone cannot): {parts}",
+    ),
+    (
+        frozenset({"would_apply"}),
+        "the same run without --dry-run applies these: {parts}",
+    ),
+    (
+        frozenset({"failed", "pending", "in_flight", "not_ended"}),
+        "run the same input with this ledger again to retry these: {parts}",
+    ),
+    (
+        frozenset({"not_found", "no_agent", "forbidden", "rejected", "not_revertible"}),
+        "check these in Genesys Cloud (the id, the region, the role's divisions; "
+        "`report --not-fine` has each message): {parts}",
+    ),
+)
+
+
+def next_steps(counts: Mapping[str, int]) -> list[str]:
+    """The rows still to do grouped by what fixes them: an edit of the input, a rerun, a run
+    without --dry-run, or a look in Genesys Cloud."""
+    lines = []
+    for members, text in _NEXT_STEPS:
+        parts = ", ".join(f"{s} {n}" for s, n in _ordered(counts) if s in members and n)
+        if parts:
+            lines.append(text.format(parts=parts))
+    return lines
