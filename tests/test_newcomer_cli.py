@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import openpyxl  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner
 from test_run_cli import (
@@ -185,6 +186,117 @@ def test_an_unreachable_host_exits_7_with_a_network_hint_not_a_credentials_one(
         other = cli(None, *command, **env)
         assert other.exit_code == 7, other.stdout + other.stderr
         assert "could not reach" in other.stderr
+
+
+# -- 4. workbooks and headers -----------------------------------------------------------------------
+
+CONV1 = "c0000001-0000-4000-8000-000000000000"
+CONV3 = "c0000003-0000-4000-8000-000000000000"
+
+
+def workbook(path: Path, sheets: dict[str, list[list[str]]]) -> Path:
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for name, rows in sheets.items():
+        sheet = book.create_sheet(name)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)
+    return path
+
+
+def test_a_workbook_with_its_data_on_the_second_sheet_names_the_sheets_and_the_flag(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    source = workbook(
+        tmp_path / "fix.xlsx",
+        {
+            "Read me": [["Conversations to reclassify, from the quality review"]],
+            "Data": [["Conversation Id", "Wrap-up"], [CONV1, "Sales"]],
+        },
+    )
+
+    refused = cli(emulator, "run", source, "--ledger", tmp_path / "l.db")
+    accepted = cli(emulator, "run", source, "--sheet", "Data", "--ledger", tmp_path / "l.db")
+
+    assert refused.exit_code == 2
+    assert "The workbook's sheets are 'Read me', 'Data'" in refused.stderr
+    assert "sheet 'Data' has these columns: add --sheet Data." in refused.stderr
+    assert "delimiter" not in refused.stderr
+    assert accepted.exit_code == 0, accepted.stderr
+    assert emulator.stats(detail=True)["posts_per_communication"] == {
+        "e0000001-0000-4000-8000-000000000031": 1
+    }
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_a_header_below_a_title_is_found_and_the_fix_named(tmp_path: Path, kind: str) -> None:
+    rows = [["Export of 2026-11-20"], [], ["conversation_id", "wrapup_code"], [CONV1, "Sales"]]
+    if kind == "csv":
+        source = tmp_path / "in.csv"
+        source.write_text("\n".join(",".join(r) for r in rows) + "\n", "utf-8")
+    else:
+        source = workbook(tmp_path / "in.xlsx", {"Sheet1": rows})
+
+    run = cli(None, "run", source, "--ledger", tmp_path / "l.db", "--sandbox")
+
+    unit = "line" if kind == "csv" else "row"
+    assert run.exit_code == 2
+    assert (
+        f"The header seems to be on {unit} 3, not {unit} 1: delete the 2 {unit}(s) above it"
+    ) in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_the_missing_column_hint_names_the_column_that_is_missing(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(f"conversation_id,disposition\n{CONV1},Sales\n", "utf-8")
+
+    run = cli(None, "run", source, "--ledger", tmp_path / "l.db", "--sandbox")
+
+    assert run.exit_code == 2
+    assert "no wrapup_code column" in run.stderr
+    assert "map them with --column wrapup_code=YourHeader" in run.stderr
+    assert "--column conversation_id=" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "header", ["Conversation Id,Wrap-up", "Conversation Id,Wrap-up Code", "Conversation,Wrap-up"]
+)
+def test_the_genesys_ui_headers_are_understood(
+    emulator: EmulatorHandle, tmp_path: Path, header: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(f"{header}\n{CONV1},Sales\n{CONV3},Sales\n", "utf-8")
+
+    run = cli(emulator, "run", source, "--ledger", tmp_path / "l.db", "-q")
+
+    assert run.exit_code == 0, run.stderr
+    assert sum(emulator.stats(detail=True)["posts_per_communication"].values()) == 2
+
+
+def test_a_bom_file_with_one_stray_byte_is_told_what_will_work(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(
+        b"\xef\xbb\xbfconversation_id,wrapup_code,notes\n"
+        + f"{CONV1},Sales,Caf".encode()
+        + b"\xe9 au lait\n"  # one byte of cp1252 in a UTF-8 file
+        + f"{CONV3},Sales,Cr\u00e8me br\u00fbl\u00e9e\n".encode()
+    )
+
+    run = cli(None, "run", source, "--ledger", tmp_path / "l.db", "--sandbox")
+    as_cp1252 = cli(
+        None, "run", source, "--encoding", "cp1252", "--ledger", tmp_path / "l.db", "--sandbox",
+        "--dry-run", "-q",
+    )  # fmt: skip
+
+    assert run.exit_code == 2
+    assert "line 2 has the byte(s) 0xE9" in run.stderr
+    assert "starts with a UTF-8 byte order mark, so it is UTF-8 with a stray byte" in run.stderr
+    assert "correct line 2 in a text editor" in run.stderr
+    assert "--encoding cp1252" not in run.stderr and "try --encoding" not in run.stderr
+    # ... and with --encoding cp1252 anyway, the header is still found (no "ï»¿conversation_id")
+    assert as_cp1252.exit_code == 0, as_cp1252.stderr
 
 
 # -- 5. results that say what happened in this run ---------------------------------------------------

@@ -89,7 +89,7 @@ def test_required_column_missing_lists_columns_found_and_the_flag() -> None:
     assert str(BAD / "missing_column.csv") in message
     assert "no wrapup_code column in the header (line 1)" in message
     assert "Columns found: 'conversation_id', 'notes'" in message
-    assert "--column conversation_id=YourHeader" in message
+    assert "--column wrapup_code=YourHeader" in message  # the one missing
 
 
 def test_no_header_line_says_the_first_line_looks_like_data() -> None:

@@ -92,6 +92,7 @@ _UUID_RE = re.compile(
 _HYPHENATED_UUID_RE = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
 )
+_BOM_AS_8_BIT = "\u00ef\u00bb\u00bf"  # a UTF-8 BOM read as cp1252 or latin-1: "ï»¿"
 _SEPARATOR_RUN_RE = re.compile(r"[\s_\-]+")
 _URL_PASSWORD_RE = re.compile(r":[^:/@\s]*@")
 
@@ -118,7 +119,8 @@ def normalise_header(name: str) -> str:
     Case-folded, surrounding spaces (and a stray BOM) stripped, and every run of spaces,
     hyphens and underscores turned into one `_`.
     """
-    return _SEPARATOR_RUN_RE.sub("_", name.strip().strip("\ufeff").strip().casefold())
+    name = name.strip().strip("\ufeff").removeprefix(_BOM_AS_8_BIT).strip()
+    return _SEPARATOR_RUN_RE.sub("_", name.casefold())
 
 
 def normalise_conversation_id(value: str) -> str | None:
@@ -204,6 +206,14 @@ def _header_key(name: str) -> str:
     return normalise_header(name).replace("_", "")
 
 
+#: Other headers taken for a column when no header matches its own name: those of Genesys
+#: Cloud's own exports ("Conversation Id" and "Wrap-up Code" already match as they are).
+HEADER_ALIASES: Mapping[str, tuple[str, ...]] = {
+    "conversation_id": ("Conversation",),
+    "wrapup_code": ("Wrap-up", "Wrap-up Name", "Wrap-up Code Name"),
+}
+
+
 def _resolve_columns(
     headers: Sequence[str], spec: SourceSpec, where: str, what: str
 ) -> dict[str, int] | str:
@@ -217,6 +227,9 @@ def _resolve_columns(
     for canonical in CANONICAL_COLUMNS:
         wanted = mapping.get(canonical, canonical)
         hits = [i for i, key in enumerate(keys) if key == _header_key(wanted)]
+        if not hits and canonical not in mapping:
+            aliases = {_header_key(alias) for alias in HEADER_ALIASES.get(canonical, ())}
+            hits = [i for i, key in enumerate(keys) if key in aliases]
         if canonical in mapping and not hits:
             return (
                 f"{where}: --column {canonical}={wanted} names a column that is not in {what}. "
@@ -232,13 +245,23 @@ def _resolve_columns(
             positions[canonical] = hits[0]
     missing = [c for c in REQUIRED_COLUMNS if c not in positions]
     if missing:
+        maps = " ".join(f"--column {c}=YourHeader" for c in missing)
         return (
             f"{where}: no {' and no '.join(missing)} column in {what}. "
             f"Columns found: {_list_headers(headers)}. Expected columns: conversation_id and "
             "wrapup_code (required), notes and agent_id (optional), matched ignoring case and "
-            "spaces; to use other headers, map them with --column conversation_id=YourHeader."
+            f"spaces; to use other headers, map them with {maps}."
         )
     return positions
+
+
+def _looks_like_header(cells: Sequence[str]) -> bool:
+    """Whether these cells hold both required columns (by name or alias)."""
+    keys = {_header_key(c) for c in cells}
+    return all(
+        _header_key(c) in keys or any(_header_key(a) in keys for a in HEADER_ALIASES.get(c, ()))
+        for c in REQUIRED_COLUMNS
+    )
 
 
 def _list_headers(headers: Sequence[str]) -> str:
@@ -247,7 +270,7 @@ def _list_headers(headers: Sequence[str]) -> str:
     return (", ".join(shown) + more) if shown else "none"
 
 
-def _missing_column_hints(headers: Sequence[str]) -> str:
+def _missing_column_hints(headers: Sequence[str], *, csv_file: bool = True) -> str:
     """Extra advice when the "header" looks like a data row or like an unsplit line."""
     hints = ""
     if headers and normalise_conversation_id(headers[0]) is not None:
@@ -255,9 +278,22 @@ def _missing_column_hints(headers: Sequence[str]) -> str:
             " The first line looks like data, not a header: add a header line such as "
             "conversation_id,wrapup_code."
         )
-    if len(headers) == 1 and any(c in headers[0] for c in _OTHER_DELIMITERS + " "):
+    unsplit = len(headers) == 1 and any(c in headers[0] for c in _OTHER_DELIMITERS + " ")
+    if csv_file and unsplit:
         hints += " Only one column was found: the delimiter must be a comma, a semicolon or a tab."
     return hints
+
+
+def _header_further_down(lines: Sequence[Sequence[str]], what: str) -> str:
+    """A hint when a later line or row (within the first few) holds the header."""
+    for offset, cells in enumerate(lines[:20], start=2):
+        if _looks_like_header(cells):
+            above = offset - 1
+            return (
+                f" The header seems to be on {what} {offset}, not {what} 1: delete the "
+                f"{above} {what}(s) above it, so that the header comes first."
+            )
+    return ""
 
 
 # --------------------------------------------------------------------------- rows
@@ -502,7 +538,13 @@ def _read_csv(spec: SourceSpec, path: Path, head: bytes) -> Iterator[list[InputR
         raise InputError(f"{name}: the header (line 1) cannot be read: {exc}.") from None
     resolved = _resolve_columns(headers, spec, name, "the header (line 1)")
     if isinstance(resolved, str):
-        raise InputError(resolved + _missing_column_hints(headers))
+        try:
+            later = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter))
+        except csv.Error:
+            later = []
+        raise InputError(
+            resolved + (_header_further_down(later[1:21], "line") or _missing_column_hints(headers))
+        )
 
     try:
         yield from _parse_csv(spec, path, encoding, delimiter, resolved)
@@ -579,6 +621,12 @@ def _decode_error(name: str, path: Path, encoding: str, exc: UnicodeDecodeError)
     bad_text = " ".join(f"0x{b:02X}" for b in (bad or exc.object[exc.start : exc.end])[:4])
     if encoding.startswith(("utf-16", "utf-32")):
         advice = "The file may be cut short or damaged: export it again."
+    elif encoding == "utf-8-sig" and _starts_with_utf8_bom(path):
+        advice = (
+            "The file starts with a UTF-8 byte order mark, so it is UTF-8 with a stray byte: "
+            f"correct {where} in a text editor (or export the file again as UTF-8). Another "
+            "--encoding would misread its other accented letters."
+        )
     else:
         advice = (
             "If the file was saved in another encoding, name it: try --encoding latin-1 "
@@ -588,6 +636,14 @@ def _decode_error(name: str, path: Path, encoding: str, exc: UnicodeDecodeError)
         f"{name} cannot be decoded as {_encoding_label(encoding)}: {where} has the byte(s) "
         f"{bad_text}. {advice}"
     )
+
+
+def _starts_with_utf8_bom(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(3) == codecs.BOM_UTF8
+    except OSError:
+        return False
 
 
 def _encoding_label(encoding: str) -> str:
@@ -679,7 +735,16 @@ def _read_sheet(spec: SourceSpec, name: str, workbook: Any) -> Iterator[list[Inp
         header_row, headers = _find_header(records, where)
         resolved = _resolve_columns(headers, spec, where, f"the header (row {header_row})")
         if isinstance(resolved, str):
-            raise InputError(resolved + _missing_column_hints(headers))
+            below = [[_cell_text(v) for v in r] for r in _take(records, 20)]
+            hint = _header_further_down(below, "row") if header_row == 1 else ""
+            raise InputError(
+                resolved
+                + (
+                    hint
+                    or _other_sheets_hint(workbook, sheet_name)
+                    or _missing_column_hints(headers, csv_file=False)
+                )
+            )
         number = 1
         while batch := _take(records, spec.chunk_size):
             rows = _rows_from_records(batch, resolved, number)
@@ -693,6 +758,34 @@ def _read_sheet(spec: SourceSpec, name: str, workbook: Any) -> Iterator[list[Inp
             f"{where} cannot be read ({_first_line(exc)}); open it in a spreadsheet and save it "
             "again, or export the sheet as CSV."
         ) from None
+
+
+def _other_sheets_hint(workbook: Any, current: str) -> str:
+    """Name the workbook's sheets, and the one whose first row holds the columns if any."""
+    names = list(workbook.sheetnames)
+    if len(names) < 2:
+        return ""
+    found = ", ".join(repr(n) for n in names)
+    for other in names:
+        if other == current:
+            continue
+        try:
+            for record in workbook[other].iter_rows(values_only=True, max_row=20):
+                cells = [_cell_text(v) for v in record]
+                if any(c.strip() for c in cells):
+                    if _looks_like_header(cells):
+                        return (
+                            f" The workbook's sheets are {found}; sheet {other!r} has these "
+                            f"columns: add --sheet {_quoted_arg(other)}."
+                        )
+                    break
+        except Exception:  # a damaged sheet: say only what is known
+            continue
+    return f" The workbook's sheets are {found}; pick the one with the rows with --sheet NAME."
+
+
+def _quoted_arg(value: str) -> str:
+    return value if re.fullmatch(r"[\w.-]+", value) else "'" + value.replace("'", "'\\''") + "'"
 
 
 def _find_header(records: Iterator[tuple[object, ...]], where: str) -> tuple[int, list[str]]:
