@@ -11,6 +11,8 @@ the client secret, URL passwords and bearer tokens before it is written anywhere
 
 from __future__ import annotations
 
+import csv
+import errno
 import json
 import logging
 import os
@@ -415,12 +417,21 @@ class _ProgressReporter:
             self.bar = None
 
 
+SANDBOX_NOTE = (
+    "sandbox: a fresh emulator, seeded from sample_data/emulator_seed.json (conversations "
+    "c0000001-0000-4000-8000-000000000000 to c0000019-...); it keeps nothing after this "
+    "command: the next --sandbox call (a rerun, a revert) starts from the seed again"
+)
+
+
 @contextmanager
-def _sandbox_settings(timeout: float) -> Iterator[ApiSettings]:
+def _sandbox_settings(timeout: float, *, note: bool = True) -> Iterator[ApiSettings]:
     """Settings for the emulator started in-process, seeded from the sample data."""
     from wrapup_batch.emulator import EmulatorConfig, start_emulator
 
     with start_emulator(EmulatorConfig()) as emulator:
+        if note:
+            click.echo(SANDBOX_NOTE, err=True)
         yield ApiSettings(
             host=emulator.base_url,
             client_id=emulator.client_id,
@@ -431,13 +442,13 @@ def _sandbox_settings(timeout: float) -> Iterator[ApiSettings]:
 
 @contextmanager
 def _api_settings(
-    sandbox: bool, timeout: float, given: ApiSettings | None
+    sandbox: bool, timeout: float, given: ApiSettings | None, *, note: bool = True
 ) -> Iterator[ApiSettings]:
     """The API to talk to: given, the in-process emulator (--sandbox), or the environment's org."""
     if given is not None:
         yield given
     elif sandbox:
-        with _sandbox_settings(timeout) as settings:
+        with _sandbox_settings(timeout, note=note) as settings:
             yield settings
     else:
         yield settings_from_env(os.environ, timeout=timeout)
@@ -746,7 +757,9 @@ def _execute(
     ledger = Ledger.open(params["ledger"])
     try:
         with (
-            _api_settings(params["sandbox"], options.request_timeout, settings) as api,
+            _api_settings(
+                params["sandbox"], options.request_timeout, settings, note=not params["quiet"]
+            ) as api,
             _stop_on_signals(stop),
         ):
             _REDACT.add(api.client_secret)
@@ -1430,11 +1443,27 @@ def _differences(
     is_flag=True,
     help="Also issue a user's access token and print it as GENESYSCLOUD_ACCESS_TOKEN.",
 )
-def emulator(**params: Any) -> None:
-    """Serve the Genesys Cloud API emulator until interrupted."""
+@click.option(
+    "--list",
+    "list_count",
+    type=click.IntRange(min=1),
+    help="Print the first N conversations it would serve as CSV (id, media, ended, agent "
+    "wrap-up), to build an input file from, and exit.",
+)
+def emulator(list_count: int | None, **params: Any) -> None:
+    """Serve the Genesys Cloud API emulator until interrupted.
+
+    It serves the seed's conversations (c0000001-0000-4000-8000-000000000000 ...) and, with
+    --generate N, N more ended ones with ids 9e000000-0000-4000-8000-{i:012x} (i from 0, in
+    hexadecimal); --list N prints some.
+    """
     from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, serve_forever
+    from wrapup_batch.emulator.seed import GENERATED_ID_PATTERN
 
     _begin_command()
+    if list_count is not None:
+        _list_conversations(params["seed"], params["generate"], list_count)
+        return
     config = EmulatorConfig(
         seed_path=Path(params["seed"]) if params["seed"] else None,
         generate=params["generate"],
@@ -1460,9 +1489,49 @@ def emulator(**params: Any) -> None:
             click.echo(f"export {name}={value}")
         if params["user_token"]:
             click.echo(f"export {ENV_ACCESS_TOKEN}={handle.user_token()}")
+        seeded = len(handle.state.seed.conversations)
+        generated = (
+            f" and {config.generate} generated ones (ended, no wrap-up), ids "
+            f"{GENERATED_ID_PATTERN} for i = 0 to {config.generate - 1} in hexadecimal "
+            f"(the first: {GENERATED_ID_PATTERN.format(i=0)})"
+            if config.generate
+            else ""
+        )
+        click.echo(
+            f"conversations: {seeded} of the seed (c0000001-0000-4000-8000-000000000000, ...)"
+            f"{generated}; `wrapup-batch emulator --list 20{_generate_flag(config.generate)}` "
+            "prints some as CSV"
+        )
 
     with _errors_reported(None):
-        serve_forever(config, on_ready=ready)
+        try:
+            serve_forever(config, on_ready=ready)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise UsageError(
+                f"port {config.port} on {config.host} is in use (another emulator, or another "
+                "program); stop it, or give another --port"
+            ) from None
+
+
+def _generate_flag(generate: int) -> str:
+    return f" --generate {generate}" if generate else ""
+
+
+def _list_conversations(seed: str | None, generate: int, count: int) -> None:
+    from wrapup_batch.emulator import load_seed
+    from wrapup_batch.emulator.seed import conversation_listing
+
+    with _errors_reported(None):
+        rows = conversation_listing(load_seed(Path(seed) if seed else None, generate), count)
+    out = csv.DictWriter(
+        sys.stdout, ["conversation_id", "source", "media", "ended", "agent_wrapup"]
+    )
+    out.writeheader()
+    out.writerows(rows)
+    if len(rows) < count:
+        click.echo(f"{len(rows)} conversation(s) in all; --generate N serves more", err=True)
 
 
 @main.command()

@@ -372,3 +372,36 @@ def generated_conversation(i: int, seed: Seed) -> Conversation:
         participants=(customer, agent),
         direction=direction,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing what the emulator serves
+
+
+GENERATED_ID_PATTERN = _GEN_CONVERSATION + "{i:012x}"
+
+
+def conversation_listing(seed: Seed, limit: int) -> list[dict[str, str]]:
+    """The first `limit` conversations the emulator serves (the seed's, then the generated
+    ones), as rows for a CSV: id, media, whether it ended, and its agent's wrap-up code."""
+    rows: list[dict[str, str]] = []
+    ids = [*seed.conversations, *(generated_conversation_id(i) for i in range(seed.generate))]
+    names = {code.id: code.name for code in seed.codes}
+    for conversation_id in ids[:limit]:
+        conv = seed.conversations.get(conversation_id) or generated_conversation(
+            int(conversation_id[24:], 16), seed
+        )
+        agents = [p for p in conv.participants if p.purpose == "agent"]
+        comms = [c for p in agents for c in p.communications]
+        codes = [seed.wrapups[c.id].code for c in comms if c.id in seed.wrapups]
+        ended = all(c.disconnected_time for p in conv.participants for c in p.communications)
+        rows.append(
+            {
+                "conversation_id": conv.id,
+                "source": "seed" if conv.id in seed.conversations else "generated",
+                "media": ";".join(sorted({c.media for c in comms})) or "",
+                "ended": "yes" if ended else "no",
+                "agent_wrapup": ";".join(names.get(code, code) for code in codes),
+            }
+        )
+    return rows
