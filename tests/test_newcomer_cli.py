@@ -6,7 +6,10 @@ was sent; the ledger is read with sqlite3, the results and logs as files.
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from test_run_cli import (
 )
 
 from wrapup_batch.cli import main
-from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle
+from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, start_emulator
 
 
 @pytest.fixture
@@ -95,7 +98,7 @@ def test_a_full_disk_after_the_work_still_prints_the_summary_and_the_works_exit_
     assert sum(emulator.stats(detail=True)["posts_per_communication"].values()) == 9
 
 
-# -- 2. every row's outcome in the log --------------------------------------------------------------
+# -- 2. every row's outcome in the log ------------------------------------------------------------
 
 
 def test_the_json_log_holds_every_rows_outcome_with_the_same_fields(
@@ -145,7 +148,7 @@ def test_verbose_shows_invalid_rows_on_the_console(
     assert "INFO row 2 c0000001-0000-4000-8000-000000000000: invalid (" in run.stderr
 
 
-# -- 3. a network failure is not a credentials failure ----------------------------------------------
+# -- 3. a network failure is not a credentials failure --------------------------------------------
 
 
 UNREACHABLE = {
@@ -188,7 +191,7 @@ def test_an_unreachable_host_exits_7_with_a_network_hint_not_a_credentials_one(
         assert "could not reach" in other.stderr
 
 
-# -- 4. workbooks and headers -----------------------------------------------------------------------
+# -- 4. workbooks and headers ---------------------------------------------------------------------
 
 CONV1 = "c0000001-0000-4000-8000-000000000000"
 CONV3 = "c0000003-0000-4000-8000-000000000000"
@@ -299,7 +302,7 @@ def test_a_bom_file_with_one_stray_byte_is_told_what_will_work(tmp_path: Path) -
     assert as_cp1252.exit_code == 0, as_cp1252.stderr
 
 
-# -- 5. results that say what happened in this run ---------------------------------------------------
+# -- 5. results that say what happened in this run ------------------------------------------------
 
 
 def test_a_duplicate_row_shows_no_http_status_since_nothing_was_sent_for_it(
@@ -386,7 +389,7 @@ def test_revert_results_name_the_codes_they_put_back(
     assert put_back[0]["code_id"] == "9c000005-0000-4000-8000-000000000000"
 
 
-# -- 6. summaries that point at the next step -------------------------------------------------------
+# -- 6. summaries that point at the next step -----------------------------------------------------
 
 
 def test_a_dry_run_without_results_points_at_results_and_report(
@@ -443,6 +446,105 @@ def test_status_after_a_dry_run_tells_rows_to_edit_from_rows_to_run(
         "    the same run without --dry-run applies these: would_apply 1",
     ]
     assert "again to retry" not in status.stdout
+
+
+# -- 7. the sandbox and the demo explain themselves -----------------------------------------------
+
+
+def test_each_sandbox_call_says_it_starts_a_fresh_emulator(tmp_path: Path) -> None:
+    ledger, source = tmp_path / "l.db", tmp_path / "in.csv"
+    source.write_text("conversation_id,wrapup_code\nc0000001-0000-4000-8000-000000000000,Sales\n")
+
+    run = cli(None, "run", source, "--ledger", ledger, "--sandbox")
+    revert = cli(None, "revert", "1", "--ledger", ledger, "--sandbox")
+
+    for output in (run.stderr, revert.stderr):
+        assert "sandbox: a fresh emulator, seeded from sample_data/emulator_seed.json" in output
+        assert "the next --sandbox call (a rerun, a revert) starts from the seed again" in output
+    assert run.exit_code == 0, run.stderr
+    assert revert.exit_code == 1  # conversation 1 had no wrap-up before: not_revertible
+
+
+def test_the_emulator_lists_conversations_to_try_and_prints_the_generated_pattern(
+    tmp_path: Path,
+) -> None:
+    listed = cli(None, "emulator", "--list", "25", "--generate", "10")
+
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert lines[0] == "conversation_id,source,media,ended,agent_wrapup"
+    rows = [line.split(",") for line in lines[1:]]
+    assert len(rows) == 25
+    assert rows[0][:4] == ["c0000001-0000-4000-8000-000000000000", "seed", "calls", "yes"]
+    assert ["c0000007-0000-4000-8000-000000000000", "seed", "calls", "yes", "Sales"] in rows
+    assert rows[-1][:2] == ["9e000000-0000-4000-8000-000000000005", "generated"]
+    # the listed ids are the ones the emulator serves: a dry run over them finds each one
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "conversation_id,wrapup_code\n" + "".join(f"{r[0]},Sales\n" for r in rows[-6:])
+    )
+    with start_emulator(EmulatorConfig(generate=10, rate_limit=0)) as handle:
+        dry = cli(handle, "run", source, "--ledger", tmp_path / "l.db", "--dry-run", "-q")
+    assert dry.exit_code == 0, dry.stderr
+    assert "would_apply 6" in dry.stderr
+
+
+def test_the_emulator_prints_the_id_pattern_at_start_and_a_busy_port_is_a_usage_error(
+    emulator: EmulatorHandle,
+) -> None:
+    busy = cli(None, "emulator", "--port", str(emulator.port))
+
+    assert busy.exit_code == 2, busy.output
+    assert f"port {emulator.port} on 127.0.0.1 is in use" in busy.stderr
+    assert "give another --port" in busy.stderr and "--log-file" not in busy.stderr
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wrapup_batch", "emulator", "--port", str(port), "--generate", "50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(5)]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    banner = "".join(lines)
+    assert "conversations: 19 of the seed (c0000001-0000-4000-8000-000000000000, ...)" in banner
+    assert (
+        "and 50 generated ones (ended, no wrap-up), ids 9e000000-0000-4000-8000-{i:012x} for "
+        "i = 0 to 49 in hexadecimal (the first: 9e000000-0000-4000-8000-000000000000)"
+    ) in banner
+    assert "`wrapup-batch emulator --list 20 --generate 50` prints some as CSV" in banner
+
+
+def test_the_demo_reads_as_a_guided_tour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    demo = cli(None, "demo", "--output", "out")
+
+    assert demo.exit_code == 0, demo.output
+    text = demo.stderr
+    assert "on the built-in emulator, a stand-in for a Genesys Cloud org" in text
+    assert "wrong on purpose" in text
+    assert text.count("10 row(s) need attention") == 3
+    assert (
+        "The 10 row(s) that need attention are the sample's deliberate mistakes: row 9 "
+        "not_ended, row 10 no_agent, row 11 forbidden, row 12 not_found, row 14 no_agent, "
+        "row 17 unknown_code, row 18 unknown_code, row 19 ambiguous_code, row 20 conflict, "
+        "row 21 conflict."
+    ) in text
+    assert "-> 9 wrap-up(s) applied, one POST each (9 POSTs)" in text
+    assert "-> 0 wrap-up POSTs: the ledger knows which rows are done" in text
+    assert "Next:\n  wrapup-batch status --ledger out/demo-ledger.db" in text
+    assert "  wrapup-batch report --ledger out/demo-ledger.db --not-fine" in text
+    assert "  wrapup-batch run YOUR.csv --sandbox --dry-run --results preview.csv" in text
+    status = cli(None, "status", "--ledger", "out/demo-ledger.db")
+    assert status.exit_code == 0 and "3 run(s)" in status.stdout
 
 
 # -- 8. small ones --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import functools
 import json
 import logging
 import os
@@ -1576,22 +1577,79 @@ def demo(output: str) -> None:
         "quiet": True,
         "log_file": None,
     }
-    steps = (
-        ("1. dry run: what would change", {"dry_run": True, "results": "dry-run.csv"}),
-        ("2. the run", {"results": "run.csv"}),
-        (
-            "3. the rerun: no POSTs; only rows not fine are looked up again",
-            {"results": "rerun.csv"},
-        ),
+    ledger = str(folder / "demo-ledger.db")
+    say = functools.partial(click.echo, err=True)
+    say(
+        f"wrapup-batch demo: the sample batch {csv_path} on the built-in emulator, a stand-in "
+        "for a Genesys Cloud org\nseeded from sample_data/ (no real org is touched). The "
+        "sample mixes rows that work with rows that are\nwrong on purpose, to show each kind "
+        "of problem the tool reports. Three steps, one ledger:"
     )
+    steps = (
+        (
+            "1. dry run: read and plan every row, write nothing",
+            {"dry_run": True, "results": "dry-run.csv"},
+        ),
+        ("2. the run: the same batch, written", {"results": "run.csv"}),
+        ("3. the rerun: the same input and ledger again", {"results": "rerun.csv"}),
+    )
+    results: list[RunResult] = []
     # One emulator for every step, so that the rerun sees what the run wrote.
-    with _errors_reported(None), _sandbox_settings(30.0) as settings:
+    with _errors_reported(None), _sandbox_settings(30.0, note=False) as settings:
         for title, changes in steps:
-            click.echo(f"\n== {title}  ({csv_path.name})", err=True)
+            say(f"\n== {title}")
             params = {**base, **changes}
             params["results"] = str(folder / str(changes["results"]))
-            _execute(params, interactive=False, settings=settings)
-    click.echo(f"\nledger and results CSVs in {folder}/", err=True)
+            results.append(_execute(params, interactive=False, settings=settings))
+            say(_demo_comment(len(results), results, ledger, params["results"]))
+    say(
+        "\nNext:\n"
+        f"  wrapup-batch status --ledger {ledger}\n"
+        "      the three runs, and what is still to do and how\n"
+        f"  wrapup-batch report --ledger {ledger} --not-fine\n"
+        "      the rows to fix, each with its message\n"
+        "  wrapup-batch run YOUR.csv --sandbox --dry-run --results preview.csv\n"
+        "      your own CSV (conversation_id, wrapup_code) on the emulator; its conversations "
+        "are listed by\n      `wrapup-batch emulator --list 20`. Each --sandbox call starts a "
+        "fresh emulator.\n"
+        '  Then the README\'s "Pointing it at your org" for a real org, with --dry-run first.'
+    )
+
+
+def _demo_comment(step: int, results: Sequence[RunResult], ledger: str, csv_file: str) -> str:
+    """What a step of the demo showed, from its own counts."""
+    result = results[-1]
+    counts = result.counts
+    not_fine = sum(n for s, n in counts.items() if Status(s) in NOT_FINE)
+    if step == 1:
+        book = Ledger.open(ledger, create=False)
+        try:
+            bad = [
+                f"row {r.row} {r.status}"
+                for page in book.iter_results(result.run_id, statuses=[s.value for s in NOT_FINE])
+                for r in page
+            ]
+        finally:
+            book.close()
+        return (
+            f"-> Every row was decided without a single write: {counts.get('would_apply', 0)} "
+            "would be applied (would_apply); unchanged, skipped and duplicate rows need "
+            f"nothing.\n   The {not_fine} row(s) that need attention are the sample's "
+            f"deliberate mistakes: {', '.join(bad)}.\n   Each row's outcome: {csv_file}"
+        )
+    if step == 2:
+        return (
+            f"-> {counts.get('applied', 0)} wrap-up(s) applied, one POST each "
+            f"({result.summary['wrapup_posts']} POSTs), paced under the rate limit; the same "
+            f"{not_fine} deliberate mistakes,\n   recorded with the reason for each. Each row "
+            f"with the ids it touched and the code it replaced: {csv_file}"
+        )
+    return (
+        f"-> {result.summary['wrapup_posts']} wrap-up POSTs: the ledger knows which rows are "
+        "done, so a rerun costs nothing for them. Only\n   the rows not fine were tried again "
+        f"({result.summary['requests']} requests: the code list and their conversations); "
+        "they stay so until the input\n   (or the conversation) changes."
+    )
 
 
 def _sample(name: str) -> Path:

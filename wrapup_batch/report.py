@@ -176,8 +176,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     here = summary.get("applied_this_run", applied)
     if here != applied:
         lines.append(
-            f"  this run applied {here} row(s) ({summary['applied_per_minute']:g}/min); the "
-            f"other {applied - here} applied row(s) were applied by earlier runs"
+            (
+                f"  this run applied {here} row(s) ({summary['applied_per_minute']:g}/min); the "
+                f"other {applied - here}"
+                if here
+                else f"  this run applied nothing; the {applied}"
+            )
+            + " applied row(s) were applied by earlier runs"
         )
     if summary.get("dry_run"):
         lines.append("  dry run: nothing was written to Genesys Cloud")
