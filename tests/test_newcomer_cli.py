@@ -6,10 +6,13 @@ was sent; the ledger is read with sqlite3, the results and logs as files.
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import openpyxl  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner
 from test_run_cli import (
+    GET_CONVERSATION,
     RECLASSIFY,
     SAMPLE_COUNTS,
     api_requests,
@@ -26,7 +30,12 @@ from test_run_cli import (
 )
 
 from wrapup_batch.cli import main
-from wrapup_batch.emulator import EmulatorConfig, EmulatorHandle, start_emulator
+from wrapup_batch.emulator import (
+    EmulatorConfig,
+    EmulatorHandle,
+    generated_conversation_id,
+    start_emulator,
+)
 
 
 @pytest.fixture
@@ -563,4 +572,85 @@ def test_a_mistyped_input_path_leaves_no_ledger_behind(
     assert requests_seen(emulator) == 0
 
 
-_ = (json, query, SAMPLE_COUNTS)
+def test_max_runtime_leaves_no_row_in_flight_whose_post_was_never_sent(
+    make_emulator: Any, tmp_path: Path
+) -> None:
+    """At 60 requests/min the workers queue for the throttle; at the deadline those waiting to
+    POST give up. Their rows go back to pending (nothing was sent), not in_flight."""
+    emulator = make_emulator(EmulatorConfig(rate_limit=0, generate=20))
+    source, results = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_text(
+        "conversation_id,wrapup_code\n"
+        + "".join(f"{generated_conversation_id(i)},Sales\n" for i in range(20))
+    )
+    args = ("run", source, "--ledger", tmp_path / "l.db", "--results", results, "-q")
+
+    stopped = cli(
+        emulator, *args, "--lookup", "analytics", "--rate-limit", "60", "--max-runtime", "6s"
+    )
+
+    assert stopped.exit_code == 4, stopped.stderr
+    rows, _ = read_results(results)
+    statuses = {r["status"] for r in rows}
+    assert statuses == {"applied", "pending"}, statuses  # never in_flight
+    unsent = [r for r in rows if r["message"] == "stopped before its wrap-up was sent"]
+    assert unsent and all(r["status"] == "pending" for r in unsent)
+    posted = emulator.stats(detail=True)["posts_per_communication"]
+    assert len(posted) == sum(r["status"] == "applied" for r in rows)
+
+    rerun = cli(emulator, *args, "--rate-limit", "6000")
+
+    assert rerun.exit_code == 0, rerun.stderr
+    posted = emulator.stats(detail=True)["posts_per_communication"]
+    assert len(posted) == 20 and set(posted.values()) == {1}
+
+
+def test_progress_lines_off_a_terminal_carry_rate_eta_and_time(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("conversation_id,wrapup_code\nc0000001-0000-4000-8000-000000000000,Sales\n")
+
+    run = cli(emulator, "run", source, "--ledger", tmp_path / "l.db")
+
+    assert run.exit_code == 0, run.stderr
+    assert "read 1 row\n" in run.stderr and "read 1 rows" not in run.stderr
+    line = next(x for x in run.stderr.splitlines() if x.startswith("0/1 rows"))
+    assert re.fullmatch(
+        r"0/1 rows, applied 0, failed 0, [\d.]+ rows/min, ETA \S+, elapsed \S+", line
+    ), line
+
+
+def test_a_second_ctrl_c_is_not_shown_as_an_error(emulator: EmulatorHandle, tmp_path: Path) -> None:
+    """Two SIGINTs to a real run: the first stops taking rows, the second abandons those in
+    flight; the user sees what happened, not "Error:"."""
+    emulator.config.latency_ms = 300
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "conversation_id,wrapup_code\n"
+        + "".join(f"c{n:07d}-0000-4000-8000-000000000000,Sales\n" for n in (1, 2, 3, 4, 5, 6))
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENESYSCLOUD_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wrapup_batch", "run", str(source), "--ledger",
+         str(tmp_path / "l.db"), "--concurrency", "1", "-q"],
+        env={**env, **emulator.env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while emulator.stats()["requests"].get(GET_CONVERSATION) is None:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode == 4, err
+    assert "Error:" not in err and "Traceback" not in err
+    assert "stopped: interrupted again" in err
+    assert "the next run reads them back before it sends anything" in err

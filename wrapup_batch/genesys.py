@@ -60,7 +60,7 @@ from wrapup_batch.sdk import (
     RoutingApi,
     WrapupInput,
 )
-from wrapup_batch.throttle import Throttle, ThrottleStopped
+from wrapup_batch.throttle import Throttle, ThrottleStopped, WriteNotSent
 
 log = logging.getLogger(__name__)
 
@@ -495,6 +495,12 @@ class GenesysClient:
                 self.writes_sent += 1
             try:
                 method(conversation_id, participant_id, communication_id, body=body)
+            except ThrottleStopped:
+                with self._count_lock:
+                    self.writes_sent -= 1  # stopped while waiting for its turn: not sent
+                if not uncertain:  # no earlier attempt can have landed either
+                    raise WriteNotSent from None
+                raise
             except RateLimitedError:
                 raise  # a 429 was not processed: resend after the wait
             except RequestNotSentError:

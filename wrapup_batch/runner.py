@@ -61,7 +61,7 @@ from wrapup_batch.planner import conversation_from_json as parse_conversation
 from wrapup_batch.refusals import DEFAULT_STOP_AFTER_REFUSALS, RefusalBreaker
 from wrapup_batch.revert import check_revertible, revert_rows
 from wrapup_batch.sources import SourceSpec, describe_source, read_rows
-from wrapup_batch.throttle import Throttle, ThrottleStopped
+from wrapup_batch.throttle import Throttle, ThrottleStopped, WriteNotSent
 
 if TYPE_CHECKING:  # built by the caller's ClientFactory: this module never imports the SDK
     from wrapup_batch.genesys import GenesysClient
@@ -667,7 +667,7 @@ class _Worker:
             return None  # stopping: nothing was written, the item stays as it was
         if not self.recorder.mark_in_flight(self._update(item, the_plan, Status.IN_FLIGHT, "")):
             return None
-        for target in the_plan.to_apply:
+        for index, target in enumerate(the_plan.to_apply):
             try:
                 self.client.post_wrapup(
                     target.media,
@@ -683,6 +683,15 @@ class _Worker:
                 if isinstance(err, RequestRejectedError):
                     self.run.refused(err)
                 return failure
+            except WriteNotSent:
+                if index > 0:
+                    raise  # another communication of it was written: in_flight, read back later
+                # The deadline (or a stop) came while its POST waited for its turn: nothing was
+                # sent, so the row is not left in flight but pending again.
+                restored = self._update(
+                    item, the_plan, Status.PENDING, "stopped before its wrap-up was sent"
+                )
+                return replace(restored, attempts=-1)  # undo the in_flight mark's attempt
             self.run.breaker.accepted()
         return self._update(item, the_plan, Status.APPLIED, "", http_status=202)
 

@@ -28,6 +28,10 @@ class ThrottleStopped(Exception):
     """Raised by `acquire` when the run is stopping."""
 
 
+class WriteNotSent(ThrottleStopped):
+    """The run stopped before a write was sent (no attempt of it can have landed)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ThrottleStats:
     requests: int
