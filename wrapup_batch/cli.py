@@ -117,8 +117,14 @@ def _errors_reported(log_file: str | None) -> Iterator[None]:
         raise
     except click.ClickException:
         raise
-    except KeyboardInterrupt:
-        _fail("interrupted; items left in flight are settled by the next run", EXIT_STOPPED)
+    except KeyboardInterrupt:  # a second Ctrl-C: what the user asked for, not an error
+        message = (
+            "stopped: interrupted again; the requests in flight were abandoned: their rows stay "
+            "in_flight, and the next run reads them back before it sends anything"
+        )
+        log.warning("%s", message, extra={"exit_code": EXIT_STOPPED, "file_only": True})
+        click.echo(message, err=True)
+        sys.exit(EXIT_STOPPED)
     except Exception as exc:  # the last line of defence: a short message, the details logged
         log.exception("unexpected error")
         where = f"; details in {log_file}" if log_file else "; rerun with --log-file F for details"
@@ -370,6 +376,16 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _duration(seconds: float) -> str:
+    """12s, 3m05s, 2h01m."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
 class _ProgressReporter:
     """A tqdm bar on a terminal; otherwise a log line every 10 seconds."""
 
@@ -378,6 +394,7 @@ class _ProgressReporter:
         self.interactive = interactive
         self.bar: tqdm[Any] | None = None
         self.last_line = 0.0
+        self.apply_started: float | None = None
         self.lock = threading.Lock()
 
     def __call__(self, progress: Progress) -> None:
@@ -389,7 +406,7 @@ class _ProgressReporter:
             elif progress.phase == "done":
                 self.close()
             elif progress.phase == "ingest" and progress.done and not self.interactive:
-                self._line(f"read {progress.done} rows")
+                self._line(f"read {progress.done} row{'' if progress.done == 1 else 's'}")
 
     def _apply(self, progress: Progress) -> None:
         counts = progress.counts
@@ -401,14 +418,24 @@ class _ProgressReporter:
             self.bar.set_postfix(applied=counts.get("applied", 0), failed=failed, refresh=False)
             self.bar.refresh()
         else:
+            now = time.monotonic()
+            first = self.apply_started is None
+            if self.apply_started is None:
+                self.apply_started = now
+            elapsed = now - self.apply_started
+            per_minute = progress.done * 60.0 / elapsed if elapsed > 0 else 0.0
+            left = progress.total - progress.done
+            eta = _duration(left * 60.0 / per_minute) if per_minute > 0 else "unknown"
             self._line(
                 f"{progress.done}/{progress.total} rows, applied {counts.get('applied', 0)}, "
-                f"failed {failed}"
+                f"failed {failed}, {per_minute:.1f} rows/min, ETA {eta}, "
+                f"elapsed {_duration(elapsed)}",
+                force=first,  # the work starts: its size, then a line every 10 s
             )
 
-    def _line(self, text: str) -> None:
+    def _line(self, text: str, *, force: bool = False) -> None:
         now = time.monotonic()
-        if now - self.last_line >= 10.0:
+        if force or now - self.last_line >= 10.0:
             self.last_line = now
             click.echo(text, err=True)
 
