@@ -668,10 +668,11 @@ def _source_spec(
 def run(ctx: click.Context, /, **params: Any) -> None:
     """Apply the wrap-up codes listed in INPUT (or returned by --query, or named by --job).
 
-    Exit codes: 0 every row fine; 1 some rows not fine; 2 usage, input or ledger error (a
-    ledger of another org included); 3 aborted (credentials, a permission, or the first
-    wrap-ups all refused); 4 stopped early (rerun resumes); 5 the ledger is in use by another
-    run.
+    Exit codes: 0 every row fine; 1 some rows not fine; 2 usage, input, output or ledger error
+    (nothing sent; a ledger of another org included); 3 aborted (credentials, a permission, or
+    the first wrap-ups all refused); 4 stopped early (rerun resumes); 5 the ledger is in use by
+    another run; 6 an unexpected error (a bug); 7 the API could not be reached before any work
+    (network, proxy, region).
     """
     _begin_command()
     with _errors_reported(None):
