@@ -108,7 +108,9 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 @contextmanager
-def _errors_reported(log_file: str | None) -> Iterator[None]:
+def _errors_reported(log_file: str | None, *, log_option: bool = True) -> Iterator[None]:
+    """Library errors as one line and their exit code. `log_option`: the command has
+    --log-file, so that an unexpected error may point at it."""
     try:
         yield
     except WrapupBatchError as err:
@@ -127,7 +129,13 @@ def _errors_reported(log_file: str | None) -> Iterator[None]:
         sys.exit(EXIT_STOPPED)
     except Exception as exc:  # the last line of defence: a short message, the details logged
         log.exception("unexpected error")
-        where = f"; details in {log_file}" if log_file else "; rerun with --log-file F for details"
+        where = (
+            f"; details in {log_file}"
+            if log_file
+            else "; rerun with --log-file F for details"
+            if log_option
+            else ""
+        )
         _fail(f"unexpected {type(exc).__name__}: {exc}{where}", EXIT_INTERNAL)
 
 
@@ -983,7 +991,7 @@ def status(ledger: str, as_json: bool) -> None:
     """Show the runs in a ledger (when, source, counts by status, exit code) and the rows
     still to do after the last run."""
     _begin_command()
-    with _errors_reported(None):
+    with _errors_reported(None, log_option=False):
         book = _open_existing(ledger)
         try:
             data = status_data(book)
@@ -1030,7 +1038,7 @@ def report(
     if not_fine:
         wanted |= {status.value for status in NOT_FINE | UNFINISHED}
     chosen = [name for name in STATUS_NAMES if name in wanted] or None
-    with _errors_reported(None):
+    with _errors_reported(None, log_option=False):
         book = _open_existing(ledger)
         try:
             run_info = _the_run(book, run_id)
@@ -1532,7 +1540,7 @@ def emulator(list_count: int | None, **params: Any) -> None:
             "prints some as CSV"
         )
 
-    with _errors_reported(None):
+    with _errors_reported(None, log_option=False):
         try:
             serve_forever(config, on_ready=ready)
         except OSError as exc:
@@ -1552,7 +1560,7 @@ def _list_conversations(seed: str | None, generate: int, count: int) -> None:
     from wrapup_batch.emulator import load_seed
     from wrapup_batch.emulator.seed import conversation_listing
 
-    with _errors_reported(None):
+    with _errors_reported(None, log_option=False):
         rows = conversation_listing(load_seed(Path(seed) if seed else None, generate), count)
     out = csv.DictWriter(
         sys.stdout, ["conversation_id", "source", "media", "ended", "agent_wrapup"]
@@ -1623,7 +1631,7 @@ def demo(output: str) -> None:
     )
     results: list[RunResult] = []
     # One emulator for every step, so that the rerun sees what the run wrote.
-    with _errors_reported(None), _sandbox_settings(30.0, note=False) as settings:
+    with _errors_reported(None, log_option=False), _sandbox_settings(30.0, note=False) as settings:
         for title, changes in steps:
             say(f"\n== {title}")
             params = {**base, **changes}
