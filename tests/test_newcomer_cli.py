@@ -586,13 +586,13 @@ def test_max_runtime_leaves_no_row_in_flight_whose_post_was_never_sent(
     args = ("run", source, "--ledger", tmp_path / "l.db", "--results", results, "-q")
 
     stopped = cli(
-        emulator, *args, "--lookup", "analytics", "--rate-limit", "60", "--max-runtime", "6s"
+        emulator, *args, "--lookup", "analytics", "--rate-limit", "60", "--max-runtime", "8s"
     )
 
     assert stopped.exit_code == 4, stopped.stderr
     rows, _ = read_results(results)
     statuses = {r["status"] for r in rows}
-    assert statuses == {"applied", "pending"}, statuses  # never in_flight
+    assert "pending" in statuses and statuses <= {"applied", "pending"}, statuses  # no in_flight
     unsent = [r for r in rows if r["message"] == "stopped before its wrap-up was sent"]
     assert unsent and all(r["status"] == "pending" for r in unsent)
     posted = emulator.stats(detail=True)["posts_per_communication"]
@@ -624,7 +624,7 @@ def test_progress_lines_off_a_terminal_carry_rate_eta_and_time(
 def test_a_second_ctrl_c_is_not_shown_as_an_error(emulator: EmulatorHandle, tmp_path: Path) -> None:
     """Two SIGINTs to a real run: the first stops taking rows, the second abandons those in
     flight; the user sees what happened, not "Error:"."""
-    emulator.config.latency_ms = 300
+    emulator.config.latency_ms = 2000  # the second Ctrl-C comes while a request is in flight
     source = tmp_path / "in.csv"
     source.write_text(
         "conversation_id,wrapup_code\n"
