@@ -477,13 +477,13 @@ def test_each_sandbox_call_says_it_starts_a_fresh_emulator(tmp_path: Path) -> No
 def test_the_emulator_lists_conversations_to_try_and_prints_the_generated_pattern(
     tmp_path: Path,
 ) -> None:
-    listed = cli(None, "emulator", "--list", "25", "--generate", "10")
+    listed = cli(None, "emulator", "--list", "37", "--generate", "10")  # the seed has 31
 
     assert listed.exit_code == 0, listed.output
     lines = listed.stdout.splitlines()
     assert lines[0] == "conversation_id,source,media,ended,agent_wrapup"
     rows = [line.split(",") for line in lines[1:]]
-    assert len(rows) == 25
+    assert len(rows) == 37
     assert rows[0][:4] == ["c0000001-0000-4000-8000-000000000000", "seed", "calls", "yes"]
     assert ["c0000007-0000-4000-8000-000000000000", "seed", "calls", "yes", "Sales"] in rows
     assert rows[-1][:2] == ["9e000000-0000-4000-8000-000000000005", "generated"]
@@ -523,7 +523,7 @@ def test_the_emulator_prints_the_id_pattern_at_start_and_a_busy_port_is_a_usage_
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
     banner = "".join(lines)
-    assert "conversations: 19 of the seed (c0000001-0000-4000-8000-000000000000, ...)" in banner
+    assert "conversations: 31 of the seed (c0000001-0000-4000-8000-000000000000, ...)" in banner
     assert (
         "and 50 generated ones (ended, no wrap-up), ids 9e000000-0000-4000-8000-{i:012x} for "
         "i = 0 to 49 in hexadecimal (the first: 9e000000-0000-4000-8000-000000000000)"

@@ -455,7 +455,7 @@ class _ProgressReporter:
 
 SANDBOX_NOTE = (
     "sandbox: a fresh emulator, seeded from sample_data/emulator_seed.json (conversations "
-    "c0000001-0000-4000-8000-000000000000 to c0000019-...); it keeps nothing after this "
+    "c0000001-0000-4000-8000-000000000000 to c0000031-...); it keeps nothing after this "
     "command: the next --sandbox call (a rerun, a revert) starts from the seed again"
 )
 
