@@ -200,6 +200,24 @@ def test_an_unreachable_host_exits_7_with_a_network_hint_not_a_credentials_one(
         assert "could not reach" in other.stderr
 
 
+def test_an_unreachable_host_with_a_users_token_also_exits_7(tmp_path: Path) -> None:
+    env = {
+        **UNREACHABLE,
+        "GENESYSCLOUD_API_HOST": closed_port_host(),
+        "GENESYSCLOUD_OAUTHCLIENT_ID": None,
+        "GENESYSCLOUD_OAUTHCLIENT_SECRET": None,
+        "GENESYSCLOUD_ACCESS_TOKEN": "a-users-token",
+    }
+    source = tmp_path / "blank.csv"
+    source.write_text("conversation_id,wrapup_code\nc0000001-0000-4000-8000-000000000000,Sales\n")
+
+    run = cli(None, "run", source, "--ledger", tmp_path / "b4.db", "-q", **env)
+
+    assert run.exit_code == 7, run.stderr
+    assert "could not reach" in run.stderr and "check the network, a proxy" in run.stderr
+    assert "a-users-token" not in run.stderr
+
+
 # -- 4. workbooks and headers ---------------------------------------------------------------------
 
 CONV1 = "c0000001-0000-4000-8000-000000000000"

@@ -34,6 +34,7 @@ from wrapup_batch.errors import (
     LedgerOrgError,
     RequestRejectedError,
     TransientApiError,
+    UnreachableError,
     WrapupBatchError,
 )
 from wrapup_batch.ledger import (
@@ -329,6 +330,12 @@ class _Run:
         try:
             found = identify(self._client(), now_iso())
         except TransientApiError as err:
+            if not err.status and self.api is not None:  # no connection: before any work
+                raise UnreachableError(
+                    f"could not reach {self.api.host} ({err}); check the network, a proxy "
+                    "(HTTPS_PROXY), and the region (GENESYSCLOUD_REGION or "
+                    "GENESYSCLOUD_API_HOST); nothing was sent"
+                ) from None
             raise RunAborted(err) from None
         if recorded is None:
             if earlier > 0:
