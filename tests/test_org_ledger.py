@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_ledger import OUTCOME_COLUMNS
 from test_run_cli import (
     POST_WRAPUP,
     RECLASSIFY,
@@ -157,6 +158,8 @@ def test_an_older_ledger_is_migrated_and_bound_with_a_warning(
     with sqlite3.connect(db) as conn:  # as the version before (ledger schema 4) left it
         conn.execute("DELETE FROM meta WHERE key LIKE 'org_%'")
         conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        for column in OUTCOME_COLUMNS:  # added in schema 6
+            conn.execute(f"ALTER TABLE run_rows DROP COLUMN {column}")
 
     run = invoke(emulator, tmp_path, RECLASSIFY)
 
