@@ -1,16 +1,16 @@
-"""The ledger on real SQLite files: ingest, duplicates, conflicts, work, results, the lock."""
+"""The ledger on real SQLite files and a real PostgreSQL server (each test that is not about
+files runs on both): ingest, duplicates, conflicts, work, results, the lock, schema checks."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import create_engine, inspect, text, update
 
 from wrapup_batch.errors import LedgerBusyError, LedgerError
-from wrapup_batch.ledger import DONE, SCHEMA_VERSION, ItemUpdate, Ledger, lock_table
+from wrapup_batch.ledger import DONE, SCHEMA_VERSION, ItemUpdate, Ledger, ledger_url, lock_table
 from wrapup_batch.models import InputRow, Status
 
 A = "aaaaaaaa-0000-4000-8000-000000000001"
@@ -19,10 +19,23 @@ C = "cccccccc-0000-4000-8000-000000000003"
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    opened = Ledger.open(str(tmp_path / "ledger.db"))
+def ledger(ledger_target: str) -> Iterator[Ledger]:
+    opened = Ledger.open(ledger_target)
     yield opened
     opened.close()
+
+
+def _sql(target: str, *statements: str, **params: object) -> list[tuple[object, ...]]:
+    """Run SQL on the ledger's database from outside the tool; the last statement's rows."""
+    engine = create_engine(ledger_url(target))
+    try:
+        with engine.begin() as conn:
+            result = None
+            for statement in statements:
+                result = conn.execute(text(statement), params)
+            return [tuple(r) for r in result] if result is not None and result.returns_rows else []
+    finally:
+        engine.dispose()
 
 
 def _start(ledger: Ledger) -> int:
@@ -147,15 +160,17 @@ def test_record_keeps_the_outcome_details(ledger: Ledger) -> None:
     assert (row.participant_id, row.communication_id, row.previous_code) == ("p1", "c1", "Old")
 
 
-def test_a_second_run_is_refused_while_the_first_holds_the_lock(tmp_path: Path) -> None:
-    first = Ledger.open(str(tmp_path / "l.db"))
-    second = Ledger.open(str(tmp_path / "l.db"))
+def test_a_second_run_is_refused_while_the_first_holds_the_lock(ledger_target: str) -> None:
+    first = Ledger.open(ledger_target)
+    second = Ledger.open(ledger_target)
     first.acquire_lock()
     with pytest.raises(LedgerBusyError, match="is in use by"):
         second.acquire_lock()
     first.release_lock()
     second.acquire_lock()
     second.release_lock()
+    first.close()
+    second.close()
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(ledger: Ledger) -> None:
@@ -175,21 +190,20 @@ def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path) -> None:
     assert path.read_bytes().startswith(b"these are my notes")
 
 
-def test_another_programs_database_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "other.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE customers (id INTEGER)")
+def test_another_programs_database_is_refused_untouched(ledger_target: str) -> None:
+    _sql(ledger_target, "CREATE TABLE customers (id INTEGER)")
     with pytest.raises(LedgerError, match="not a wrapup-batch ledger"):
-        Ledger.open(str(path))
+        Ledger.open(ledger_target)
+    engine = create_engine(ledger_url(ledger_target))
+    assert inspect(engine).get_table_names() == ["customers"]
+    engine.dispose()
 
 
-def test_a_ledger_from_a_newer_version_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "new.db"
-    Ledger.open(str(path)).close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+def test_a_ledger_from_a_newer_version_is_refused(ledger_target: str) -> None:
+    Ledger.open(ledger_target).close()
+    _sql(ledger_target, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(LedgerError, match="newer wrapup-batch"):
-        Ledger.open(str(path))
+        Ledger.open(ledger_target)
 
 
 def test_a_missing_folder_is_named(tmp_path: Path) -> None:
@@ -207,37 +221,42 @@ OUTCOME_COLUMNS = (
 
 
 @pytest.mark.parametrize("schema", [1, 2, 3, 4, 5])
-def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, schema: int) -> None:
+def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
+    ledger_target: str, schema: int
+) -> None:
     """Made from today's schema with the later columns dropped; the real ledgers written by
     schema 1 and 2 are in test_ledger_migration.py."""
-    path = tmp_path / "old.db"
-    ledger = Ledger.open(str(path))
+    ledger = Ledger.open(ledger_target)
     run_id = _start(ledger)
     ledger.ingest(run_id, [InputRow(1, A, "Sales"), InputRow(2, B, "Sales")])
     ledger.close()
-    with sqlite3.connect(path) as conn:  # make it look like a ledger of that schema
-        for column in OUTCOME_COLUMNS:  # added in schema 6
-            conn.execute(f"ALTER TABLE run_rows DROP COLUMN {column}")
-        if schema < 4:
-            conn.execute("ALTER TABLE items DROP COLUMN wrapup_end_time")  # added in schema 4
-        if schema < 3:
-            conn.execute("ALTER TABLE run_rows DROP COLUMN item_id")  # added in schema 3
-        if schema == 1:
-            conn.execute("ALTER TABLE items DROP COLUMN communication_target")
-            conn.execute("ALTER TABLE items DROP COLUMN expected_code")
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(schema),))
+    # added in schema 6
+    older = [f"ALTER TABLE run_rows DROP COLUMN {column}" for column in OUTCOME_COLUMNS]
+    if schema < 4:
+        older.append("ALTER TABLE items DROP COLUMN wrapup_end_time")  # added in schema 4
+    if schema < 3:
+        older.append("ALTER TABLE run_rows DROP COLUMN item_id")  # added in schema 3
+    if schema == 1:
+        older += [
+            "ALTER TABLE items DROP COLUMN communication_target",
+            "ALTER TABLE items DROP COLUMN expected_code",
+        ]
+    # make it look like a ledger of that schema
+    _sql(ledger_target, *older, f"UPDATE meta SET value = '{schema}' WHERE key = 'schema_version'")
 
-    migrated = Ledger.open(str(path))
+    migrated = Ledger.open(ledger_target)
 
-    with sqlite3.connect(path) as conn:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
-        row_columns = {row[1] for row in conn.execute("PRAGMA table_info(run_rows)")}
-        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        links = conn.execute(
-            "SELECT rr.row, i.conversation_id FROM run_rows rr JOIN items i ON i.id = rr.item_id"
-        ).fetchall()
+    engine = create_engine(ledger_url(ledger_target))
+    columns = {column["name"] for column in inspect(engine).get_columns("items")}
+    row_columns = {column["name"] for column in inspect(engine).get_columns("run_rows")}
+    engine.dispose()
+    version = _sql(ledger_target, "SELECT value FROM meta WHERE key = 'schema_version'")
+    links = _sql(
+        ledger_target,
+        'SELECT rr."row", i.conversation_id FROM run_rows rr JOIN items i ON i.id = rr.item_id',
+    )
     assert {"communication_target", "expected_code", "wrapup_end_time"} <= columns
-    assert version == (str(SCHEMA_VERSION),)
+    assert version == [(str(SCHEMA_VERSION),)]
     assert set(OUTCOME_COLUMNS) <= row_columns
     assert sorted(links) == [(1, A), (2, B)]
     work = [w for page in migrated.iter_work(run_id, DONE) for w in page]

@@ -62,6 +62,14 @@ def sql_literal(value: int | str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def joined_numbers(engine: Engine, column: str) -> str:
+    """SQL for an aggregate: a group's integers in `column` as one text, "1, 5, 9" (in no
+    particular order)."""
+    if engine.dialect.name == "sqlite":
+        return f"GROUP_CONCAT({column}, ', ')"
+    return f"STRING_AGG(CAST({column} AS TEXT), ', ')"
+
+
 def insert_ignore(engine: Engine, table: Table) -> Any:
     """An INSERT that skips rows whose unique key exists already."""
     if engine.dialect.name == "sqlite":

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, literal_column, select, text, update
 
+from wrapup_batch.ledger import dialect
 from wrapup_batch.ledger.base import LedgerBase
 from wrapup_batch.ledger.records import DECIDED_BEFORE_WORK, now_iso
 from wrapup_batch.ledger.schema import items, run_rows
@@ -109,9 +110,10 @@ class Resolution(LedgerBase):
 
         Rows for one conversation that each name a different agent (agent_id) are not a conflict.
         """
+        rows_list = dialect.joined_numbers(self.engine, 'rr."row"')
         find = text(
-            """
-            SELECT i.conversation_id, GROUP_CONCAT(rr.row, ', ') AS rows_
+            f"""
+            SELECT i.conversation_id, {rows_list} AS rows_
             FROM run_rows rr JOIN items i ON i.id = rr.item_id
             WHERE rr.run_id = :run_id AND rr.status IS NULL
             GROUP BY i.conversation_id
