@@ -18,12 +18,13 @@ Then a last run goes to the end, and:
 - the emulator's wrap-up on every communication is the code asked for;
 - not one communication received more than one accepted wrap-up POST, although some kills
   left items `in_flight` whose POST had landed (checked: that case did happen);
-- the ledger passes `PRAGMA integrity_check`.
+- the ledger passes `PRAGMA integrity_check` (SQLite).
+
+It runs with a SQLite ledger and with a PostgreSQL one (`ledger_target`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -40,6 +41,8 @@ from typing import Any
 
 import pytest
 import urllib3
+from sqlalchemy import create_engine
+from sqlalchemy.exc import ProgrammingError
 from test_run_cli import ENV_NAMES, POST_WRAPUP, read_results
 
 from wrapup_batch.emulator import generated_conversation_id
@@ -139,20 +142,32 @@ class Kill:
 class LedgerReader:
     """Reads the ledger while (or after) the tool writes it: one connection, kept open, so
     that polling it every millisecond costs the machine little; every query sees the latest
-    commit (WAL mode: a reader never blocks the writer)."""
+    commit (SQLite in WAL mode, PostgreSQL in autocommit: a reader never blocks the writer)."""
 
-    def __init__(self, db: Path) -> None:
-        self.db = db
-        self.connection: sqlite3.Connection | None = None
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.connection: Any = None
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
+        if "://" in self.target:
+            return self._query_url(sql)
         if self.connection is None:
-            if not self.db.exists():
+            if not Path(self.target).exists():
                 return []
-            self.connection = sqlite3.connect(self.db, timeout=5.0, isolation_level=None)
+            self.connection = sqlite3.connect(self.target, timeout=5.0, isolation_level=None)
         try:
             return list(self.connection.execute(sql))
         except sqlite3.OperationalError:  # no tables yet
+            return []
+
+    def _query_url(self, sql: str) -> list[tuple[Any, ...]]:
+        if self.connection is None:
+            engine = create_engine(self.target, isolation_level="AUTOCOMMIT")
+            self.connection = engine.connect()
+        try:
+            return [tuple(row) for row in self.connection.exec_driver_sql(sql)]
+        except ProgrammingError:  # no tables yet
+            self.connection.rollback()
             return []
 
     def runs(self) -> int:
@@ -162,6 +177,8 @@ class LedgerReader:
     def close(self) -> None:
         if self.connection is not None:
             self.connection.close()
+            if "://" in self.target:
+                self.connection.engine.dispose()
 
 
 def posts_in_progress(stats: dict[str, Any]) -> int:
@@ -184,7 +201,7 @@ def wait_until(
 
 
 def test_sigkill_at_random_moments_then_rerun_loses_nothing_and_writes_nothing_twice(
-    emulator_process: EmulatorProcess, tmp_path: Path
+    emulator_process: EmulatorProcess, tmp_path: Path, ledger_target: str
 ) -> None:
     emulator = emulator_process
     source = tmp_path / "in.csv"
@@ -192,7 +209,6 @@ def test_sigkill_at_random_moments_then_rerun_loses_nothing_and_writes_nothing_t
         handle.write("conversation_id,wrapup_code,notes\n")
         for i in range(ROWS):
             handle.write(f"{generated_conversation_id(i)},{NAMES[i % 4]},row {i + 1}\n")
-    db = tmp_path / "ledger.db"
     results = tmp_path / "results.csv"
     argv = [
         sys.executable,
@@ -201,7 +217,7 @@ def test_sigkill_at_random_moments_then_rerun_loses_nothing_and_writes_nothing_t
         "run",
         str(source),
         "--ledger",
-        str(db),
+        ledger_target,
         "--results",
         str(results),
         "--rate-limit",
@@ -213,7 +229,7 @@ def test_sigkill_at_random_moments_then_rerun_loses_nothing_and_writes_nothing_t
     env = {k: v for k, v in os.environ.items() if k not in ENV_NAMES} | emulator.env
     rng = random.Random(20261124)
     kills: list[Kill] = []
-    ledger = LedgerReader(db)
+    ledger = LedgerReader(ledger_target)
 
     def mid_ingest() -> bool:
         return any(k.new_run and not k.ingested for k in kills)
@@ -291,8 +307,10 @@ def test_sigkill_at_random_moments_then_rerun_loses_nothing_and_writes_nothing_t
     assert stats["posts_per_communication"] == {agent_comm(i): 1 for i in range(ROWS)}
     wrapups = {c: code for c, code in stats["wrapups"].items() if c.startswith("9e")}
     assert wrapups == {agent_comm(i): CODES[NAMES[i % 4]] for i in range(ROWS)}
-    with contextlib.closing(sqlite3.connect(db)) as connection:
-        assert list(connection.execute("PRAGMA integrity_check")) == [("ok",)]
-        counts = list(connection.execute("SELECT status, COUNT(*) FROM items GROUP BY status"))
+    reader = LedgerReader(ledger_target)
+    if "://" not in ledger_target:
+        assert reader.query("PRAGMA integrity_check") == [("ok",)]
+    counts = reader.query("SELECT status, COUNT(*) FROM items GROUP BY status")
+    reader.close()
     assert counts == [("applied", ROWS)]
     print(f"\n{len(kills)} kills:", *kills, sep="\n  ")  # shown by pytest -s

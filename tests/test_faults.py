@@ -8,7 +8,8 @@ then checks that:
   no traceback;
 then switches the fault off and reruns on the same ledger: every row ends `applied`, the
 emulator's wrap-up on every communication is the code asked for, and no communication ever
-received more than one accepted wrap-up POST over both runs.
+received more than one accepted wrap-up POST over both runs. Each case runs with a SQLite
+ledger and with a PostgreSQL one.
 
 Bounded time: retries back off in milliseconds (`fast_retries`); the token of the issue that
 "expires every 30 seconds" expires every second here (the path is the same: a 401, a new token,
@@ -233,6 +234,7 @@ def test_a_fault_ends_in_true_statuses_and_a_rerun_finishes_without_a_second_wri
     monkeypatch: pytest.MonkeyPatch,
     fast_retries: None,
     fault: Fault,
+    ledger_target: str,
 ) -> None:
     switch_on(fault, emulator, monkeypatch)
     log = tmp_path / "run.log"
@@ -248,6 +250,7 @@ def test_a_fault_ends_in_true_statuses_and_a_rerun_finishes_without_a_second_wri
         "-v",
         "--summary-json",
         summary,
+        ledger=ledger_target,
     )
 
     stats = emulator.stats(detail=True)
@@ -267,7 +270,7 @@ def test_a_fault_ends_in_true_statuses_and_a_rerun_finishes_without_a_second_wri
         assert row["message"].endswith("answered 500: The server encountered an error.")
         assert (row["http_status"], row["error_code"]) == ("500", "internal.server.error")
         assert len(row["context_id"]) == 36
-        item = items_by_conversation(tmp_path / "ledger.db")[generated_conversation_id(FAILING)]
+        item = items_by_conversation(ledger_target)[generated_conversation_id(FAILING)]
         assert (item["status"], item["message"], item["context_id"]) == (
             "failed",
             row["message"],
@@ -279,7 +282,7 @@ def test_a_fault_ends_in_true_statuses_and_a_rerun_finishes_without_a_second_wri
         )
 
     switch_off(emulator)
-    rerun = invoke(emulator, tmp_path, source)
+    rerun = invoke(emulator, tmp_path, source, ledger=ledger_target)
 
     assert rerun.exit_code == 0, rerun.stderr
     assert set(rerun.statuses().values()) == {"applied"}

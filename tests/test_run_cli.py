@@ -9,7 +9,8 @@ Every row status of DESIGN.md is reached here:
   after its POST landed, a run aborted by a 403 on the POST, and items set in_flight by hand.
 
 The emulator's own stats (requests by route and status, POSTs per communication) are the
-witness of what was sent; the ledger is read with sqlite3, the results CSV with csv.
+witness of what was sent; the ledger is read with sqlite3 (or SQLAlchemy, for the tests that
+run on both databases: `ledger_target`), the results CSV with csv.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 import openpyxl  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine
 
 from wrapup_batch import genesys
 from wrapup_batch.cli import main
@@ -237,10 +239,12 @@ def invoke(
     quiet: bool = True,
     rate_limit: str | None = "6000",
 ) -> Run:
-    """`wrapup-batch run ARGS` with the ledger and results in tmp_path; the results read back."""
+    """`wrapup-batch run ARGS` with the ledger (a file in tmp_path, or a URL) and results in
+    tmp_path; the results read back."""
     out = tmp_path / results
     out.unlink(missing_ok=True)
-    argv = ["run", *map(str, args), "--ledger", str(tmp_path / ledger), "--results", str(out)]
+    ledger = ledger if "://" in ledger else str(tmp_path / ledger)
+    argv = ["run", *map(str, args), "--ledger", ledger, "--results", str(out)]
     if quiet:
         argv.append("--quiet")
     if rate_limit is not None and "--rate-limit" not in argv:
@@ -267,7 +271,15 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) 
     return path
 
 
-def query(db: Path, sql: str, *params: object) -> list[dict[str, Any]]:
+def query(db: Path | str, sql: str, *params: object) -> list[dict[str, Any]]:
+    """Rows of `sql` on a ledger: a SQLite file (sqlite3, `?` parameters) or a URL."""
+    if "://" in str(db):
+        engine = create_engine(str(db))
+        try:
+            with engine.connect() as conn:
+                return [dict(row) for row in conn.exec_driver_sql(sql, params).mappings()]
+        finally:
+            engine.dispose()
     connection = sqlite3.connect(db)
     connection.row_factory = sqlite3.Row
     try:
@@ -276,7 +288,7 @@ def query(db: Path, sql: str, *params: object) -> list[dict[str, Any]]:
         connection.close()
 
 
-def items_by_conversation(db: Path) -> dict[str, dict[str, Any]]:
+def items_by_conversation(db: Path | str) -> dict[str, dict[str, Any]]:
     """The ledger's items keyed by conversation id (the tests use one item per conversation)."""
     return {row["conversation_id"]: row for row in query(db, "SELECT * FROM items")}
 
@@ -309,7 +321,7 @@ def check_row(row: Mapping[str, str], expect: Expect) -> None:
         assert row["code_id"] == expect.code_id, where
 
 
-def check_sample(run: Run, emulator: EmulatorHandle, db: Path) -> None:
+def check_sample(run: Run, emulator: EmulatorHandle, db: Path | str) -> None:
     """The sample's outcome: exit 1, every row as intended, and the emulator agrees."""
     assert run.exit_code == 1, run.stderr
     assert [int(r["row"]) for r in run.ordered] == list(range(1, 23))
@@ -342,12 +354,12 @@ def check_each_posted_once(emulator: EmulatorHandle, communications: Mapping[str
 
 
 def test_sample_run_reaches_each_status_as_the_seed_intends(
-    emulator: EmulatorHandle, tmp_path: Path
+    emulator: EmulatorHandle, tmp_path: Path, ledger_target: str
 ) -> None:
     summary = tmp_path / "summary.json"
-    run = invoke(emulator, tmp_path, RECLASSIFY, "--summary-json", summary)
+    run = invoke(emulator, tmp_path, RECLASSIFY, "--summary-json", summary, ledger=ledger_target)
 
-    check_sample(run, emulator, tmp_path / "ledger.db")
+    check_sample(run, emulator, ledger_target)
     assert run.header[: len(DESIGN_COLUMNS)] == list(DESIGN_COLUMNS)
     assert run.rows[8]["previous_code_id"] == COMPLAINT
     assert run.rows[11]["http_status"] == "403"
@@ -362,23 +374,23 @@ def test_sample_run_reaches_each_status_as_the_seed_intends(
 
     counts = json.loads(summary.read_text(encoding="utf-8"))["counts"]
     assert counts == SAMPLE_COUNTS
-    runs = query(tmp_path / "ledger.db", "SELECT * FROM runs")
+    runs = query(ledger_target, "SELECT * FROM runs")
     assert len(runs) == 1 and runs[0]["exit_code"] == 1 and runs[0]["finished"]
-    run_rows = query(tmp_path / "ledger.db", "SELECT * FROM run_rows ORDER BY row")
+    run_rows = query(ledger_target, 'SELECT * FROM run_rows ORDER BY "row"')
     assert [r["row"] for r in run_rows] == list(range(1, 23))
     assert run_rows[15]["status"] == "duplicate"
 
 
 def test_rerun_sends_no_posts_and_keeps_applied_rows(
-    emulator: EmulatorHandle, tmp_path: Path
+    emulator: EmulatorHandle, tmp_path: Path, ledger_target: str
 ) -> None:
-    first = invoke(emulator, tmp_path, RECLASSIFY)
-    check_sample(first, emulator, tmp_path / "ledger.db")
+    first = invoke(emulator, tmp_path, RECLASSIFY, ledger=ledger_target)
+    check_sample(first, emulator, ledger_target)
     emulator.reset_stats()
 
-    second = invoke(emulator, tmp_path, RECLASSIFY)
+    second = invoke(emulator, tmp_path, RECLASSIFY, ledger=ledger_target)
 
-    check_sample(second, emulator, tmp_path / "ledger.db")
+    check_sample(second, emulator, ledger_target)
     assert second.statuses() == first.statuses()
     stats = emulator.stats(detail=True)
     assert POST_WRAPUP not in stats["requests"]
@@ -386,16 +398,18 @@ def test_rerun_sends_no_posts_and_keeps_applied_rows(
     # Only the rows that are not fine are looked up again: not_ended, no_agent x2, forbidden,
     # not_found. Applied, unchanged and skipped rows cost nothing.
     assert route_total(stats, GET_CONVERSATION) == 5
-    runs = query(tmp_path / "ledger.db", "SELECT exit_code, summary FROM runs ORDER BY id")
+    runs = query(ledger_target, "SELECT exit_code, summary FROM runs ORDER BY id")
     assert [r["exit_code"] for r in runs] == [1, 1]
     assert json.loads(runs[1]["summary"])["wrapup_posts"] == 0
 
 
 def test_dry_run_posts_nothing_and_the_real_run_then_applies(
-    emulator: EmulatorHandle, tmp_path: Path
+    emulator: EmulatorHandle, tmp_path: Path, ledger_target: str
 ) -> None:
     summary = tmp_path / "dry.json"
-    dry = invoke(emulator, tmp_path, RECLASSIFY, "--dry-run", "--summary-json", summary)
+    dry = invoke(
+        emulator, tmp_path, RECLASSIFY, "--dry-run", "--summary-json", summary, ledger=ledger_target
+    )
 
     assert dry.exit_code == 1, dry.stderr
     for number, expect in SAMPLE_EXPECTED.items():
@@ -416,8 +430,8 @@ def test_dry_run_posts_nothing_and_the_real_run_then_applies(
     assert data["counts"]["would_apply"] == 9
     assert "dry run: nothing was written" in dry.stderr
 
-    real = invoke(emulator, tmp_path, RECLASSIFY)
-    check_sample(real, emulator, tmp_path / "ledger.db")
+    real = invoke(emulator, tmp_path, RECLASSIFY, ledger=ledger_target)
+    check_sample(real, emulator, ledger_target)
     check_each_posted_once(emulator, SAMPLE_APPLIED)
 
 
