@@ -10,12 +10,22 @@ import pytest
 from sqlalchemy import create_engine, inspect, text, update
 
 from wrapup_batch.errors import LedgerBusyError, LedgerError
-from wrapup_batch.ledger import DONE, SCHEMA_VERSION, ItemUpdate, Ledger, ledger_url, lock_table
+from wrapup_batch.ledger import (
+    DONE,
+    SCHEMA_VERSION,
+    ItemUpdate,
+    Ledger,
+    ResolvedCode,
+    ledger_url,
+    lock_table,
+)
 from wrapup_batch.models import InputRow, Status
 
 A = "aaaaaaaa-0000-4000-8000-000000000001"
 B = "bbbbbbbb-0000-4000-8000-000000000002"
 C = "cccccccc-0000-4000-8000-000000000003"
+D = "dddddddd-0000-4000-8000-000000000004"
+E = "eeeeeeee-0000-4000-8000-000000000005"
 
 
 @pytest.fixture
@@ -125,6 +135,55 @@ def test_unknown_code_is_recorded_and_resolves_on_a_later_run(ledger: Ledger) ->
     )
     [[work]] = list(ledger.iter_work(rerun, DONE))
     assert (work.code_id, work.status) == ("id-1", "pending")
+
+
+def test_every_code_value_of_a_run_resolves_in_one_call(ledger: Ledger) -> None:
+    first = _start(ledger)
+    ledger.ingest(first, [InputRow(1, A, "Sails"), InputRow(2, B, "Support")])
+    ledger.apply_resolutions(
+        first, DONE, [ResolvedCode("Sails", None, None, Status.UNKNOWN_CODE, "no Sails")]
+    )
+    [[support]] = list(ledger.iter_work(first, DONE))
+    ledger.record(first, [ItemUpdate(support.item_id, Status.IN_FLIGHT.value, attempts=1)])
+    rerun = _start(ledger)
+    rows = [
+        InputRow(1, A, "Sails"),  # unknown in the first run, known now
+        InputRow(2, B, "Support"),  # in flight: its code no longer resolves, it stays in flight
+        InputRow(3, C, "Sales"),
+        InputRow(4, D, "Help"),
+        InputRow(5, E, "Sales"),
+    ]
+    ledger.ingest(rerun, rows)
+    assert sorted(ledger.requested_codes(rerun, DONE)) == ["Help", "Sails", "Sales", "Support"]
+
+    ledger.apply_resolutions(
+        rerun,
+        DONE,
+        [
+            ResolvedCode("Sails", "id-sails", "Sails", None, ""),
+            ResolvedCode("Support", None, None, Status.AMBIGUOUS_CODE, "two codes named so"),
+            ResolvedCode("Sales", "id-sales", "Sales", None, ""),
+            ResolvedCode("Help", None, None, Status.UNKNOWN_CODE, "no code named Help"),
+        ],
+    )
+
+    results = {r.row: (r.status, r.message) for page in ledger.iter_results(rerun) for r in page}
+    assert results == {
+        1: ("pending", ""),
+        2: ("in_flight", ""),
+        3: ("pending", ""),
+        4: ("unknown_code", "no code named Help"),
+        5: ("pending", ""),
+    }
+    work = {w.row: (w.code_id, w.code_name) for page in ledger.iter_work(rerun, DONE) for w in page}
+    assert work == {
+        1: ("id-sails", "Sails"),
+        2: ("", ""),
+        3: ("id-sales", "Sales"),
+        5: ("id-sales", "Sales"),
+    }
+    # the first run's results are the items' current state
+    assert ledger.status_counts(first) == {"pending": 1, "in_flight": 1}
 
 
 def test_record_keeps_the_outcome_details(ledger: Ledger) -> None:

@@ -42,6 +42,7 @@ from wrapup_batch.ledger import (
     DONE,
     ItemUpdate,
     Ledger,
+    ResolvedCode,
     WorkItem,
     now_iso,
 )
@@ -391,17 +392,20 @@ class _Run:
             raise RunAborted(err) from None
         except TransientApiError as err:
             raise RunAborted(err) from None
-        for value in requested:
+        resolved = []
+        for value in requested:  # in memory; then written in one pass
             resolution = catalog.resolve(value)
-            self.ledger.apply_resolution(
-                self.run_id,
-                self.done_statuses,
-                value,
-                code_id=resolution.code.id if resolution.code else None,
-                code_name=resolution.code.name if resolution.code else None,
-                status=resolution.status,
-                message=resolution.message,
+            code = resolution.code
+            resolved.append(
+                ResolvedCode(
+                    value,
+                    code.id if code else None,
+                    code.name if code else None,
+                    resolution.status,
+                    resolution.message,
+                )
             )
+        self.ledger.apply_resolutions(self.run_id, self.done_statuses, resolved)
         self.ledger.mark_conflicts(self.run_id, self.done_statuses)
         return catalog
 

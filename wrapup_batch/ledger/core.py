@@ -15,7 +15,7 @@ from wrapup_batch.ledger.base import db_failure, first_line
 from wrapup_batch.ledger.ingest import Ingest
 from wrapup_batch.ledger.meta import Meta
 from wrapup_batch.ledger.reading import Reading
-from wrapup_batch.ledger.resolution import Resolution
+from wrapup_batch.ledger.resolution import Resolving
 from wrapup_batch.ledger.runs import Runs
 from wrapup_batch.ledger.schema import check_or_create
 from wrapup_batch.ledger.work import Work
@@ -40,7 +40,7 @@ def masked(url: str) -> str:
     return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
-class Ledger(Runs, Ingest, Resolution, Work, Reading, Meta):
+class Ledger(Runs, Ingest, Resolving, Work, Reading, Meta):
     """Open with `Ledger.open(path_or_url)`; every failure is a LedgerError for a person."""
 
     @classmethod

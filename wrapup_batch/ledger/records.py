@@ -42,6 +42,18 @@ class WorkItem:
 
 
 @dataclass(frozen=True, slots=True)
+class ResolvedCode:
+    """How one requested code value resolved: a code (status None), or the status (unknown
+    or ambiguous code) and message its rows get."""
+
+    requested: str
+    code_id: str | None
+    code_name: str | None
+    status: Status | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class AppliedItem:
     """What a run applied to one conversation: per communication, the code it replaced."""
 

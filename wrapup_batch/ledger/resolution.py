@@ -1,46 +1,120 @@
 """Before the work: each requested code value resolved to a wrap-up code (or found unknown or
-ambiguous), and conversations that one input asks different wrap-ups for (`conflict`)."""
+ambiguous), and conversations that one input asks different wrap-ups for (`conflict`).
+
+Each is one pass over the run, whatever the number of code values or conflicts: the outcomes
+go into a temporary table, and one UPDATE joins the run's rows, their items and that table.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal_column, select, text, update
+from sqlalchemy import bindparam, text
 
 from wrapup_batch.ledger import dialect
 from wrapup_batch.ledger.base import LedgerBase
-from wrapup_batch.ledger.records import DECIDED_BEFORE_WORK, now_iso
-from wrapup_batch.ledger.schema import items, run_rows
+from wrapup_batch.ledger.records import DECIDED_BEFORE_WORK, ResolvedCode, now_iso
 from wrapup_batch.models import Status
 
+#: The run's items still to do, joined to a temporary table `t` on `joined` (items' column).
+_RUN_ITEMS = """
+    FROM {table} t, run_rows rr
+    WHERE rr.run_id = :run_id AND rr.status IS NULL AND rr.item_id = items.id
+      AND t.{key} = items.{key}
+      AND items.status NOT IN :done
+"""
 
-class Resolution(LedgerBase):
-    def _todo_keys(self, run_id: int) -> Any:
-        return (
-            select(run_rows.c.item_key)
-            .where(run_rows.c.run_id == run_id)
-            .where(run_rows.c.status.is_(None))
-        )
+_RESOLVE = text(
+    """
+    UPDATE items SET
+        code_id = CASE WHEN t.status IS NULL THEN t.code_id ELSE items.code_id END,
+        code_name = CASE WHEN t.status IS NULL THEN t.code_name ELSE items.code_name END,
+        -- resolved: rows decided before the work by an earlier run are to do again;
+        -- not resolved: the row is decided (unknown or ambiguous code) for this run
+        status = CASE WHEN t.status IS NOT NULL THEN t.status
+            WHEN items.status IN :decided THEN :pending ELSE items.status END,
+        message = CASE WHEN t.status IS NOT NULL THEN t.message
+            WHEN items.status IN :decided THEN '' ELSE items.message END,
+        last_run_id = CASE WHEN t.status IS NOT NULL THEN :run_id ELSE items.last_run_id END,
+        updated = CASE WHEN t.status IS NOT NULL OR items.status IN :decided THEN :now
+            ELSE items.updated END
+    """
+    + _RUN_ITEMS.format(table="wrapup_resolved", key="requested_code")
+    + "  AND (t.status IS NULL OR items.status <> :in_flight)"
+).bindparams(
+    bindparam("done", expanding=True),
+    bindparam("decided", expanding=True, value=list(DECIDED_BEFORE_WORK)),
+    bindparam("pending", value=Status.PENDING.value),
+    bindparam("in_flight", value=Status.IN_FLIGHT.value),
+)
 
+_MARK_CONFLICTS = text(
+    "UPDATE items SET status = :conflict, message = t.message, last_run_id = :run_id, "
+    "updated = :now"
+    + _RUN_ITEMS.format(table="wrapup_conflicts", key="conversation_id")
+    + "  AND items.status <> :in_flight"
+).bindparams(
+    bindparam("done", expanding=True),
+    bindparam("conflict", value=Status.CONFLICT.value),
+    bindparam("in_flight", value=Status.IN_FLIGHT.value),
+)
+
+
+class Resolving(LedgerBase):
     def requested_codes(self, run_id: int, done: Sequence[str]) -> list[str]:
         """The distinct wrap-up code values of the run's items still to do."""
         # First the codes of any item not done, in one sequential pass over items: when
         # there is none (a rerun of finished work), the join of every run row with its item
-        # (a random lookup each) is skipped.
-        candidates = select(items.c.requested_code).where(items.c.status.not_in(done)).limit(1)
+        # is skipped.
+        candidates = text(
+            "SELECT requested_code FROM items WHERE status NOT IN :done LIMIT 1"
+        ).bindparams(bindparam("done", expanding=True))
+        query = text(
+            "SELECT DISTINCT items.requested_code FROM run_rows rr "
+            "JOIN items ON items.id = rr.item_id "
+            "WHERE rr.run_id = :run_id AND rr.status IS NULL AND items.status NOT IN :done"
+        ).bindparams(bindparam("done", expanding=True))
         with self.engine.connect() as conn:
-            if conn.execute(candidates).first() is None:
+            if conn.execute(candidates, {"done": list(done)}).first() is None:
                 return []
-        query = (
-            select(items.c.requested_code)
-            .distinct()
-            .where(items.c.item_key.in_(self._todo_keys(run_id)))
-            .where(items.c.status.not_in(done))
-        )
-        with self.engine.connect() as conn:
-            values: list[Any] = list(conn.execute(query).scalars())
+            values: list[Any] = list(
+                conn.execute(query, {"run_id": run_id, "done": list(done)}).scalars()
+            )
         return [str(value) for value in values]
+
+    def apply_resolutions(
+        self, run_id: int, done: Sequence[str], resolved: Sequence[ResolvedCode]
+    ) -> None:
+        """Record how every requested code value resolved, on every item of the run asking it:
+        one UPDATE for all of them (an item being applied keeps its status: a code that no
+        longer resolves does not stop a POST that may have been sent)."""
+        if not resolved:
+            return
+        rows = [
+            {
+                "requested_code": r.requested,
+                "code_id": r.code_id,
+                "code_name": r.code_name,
+                "status": r.status.value if r.status is not None else None,
+                "message": r.message,
+            }
+            for r in resolved
+        ]
+        columns = (
+            "(requested_code TEXT PRIMARY KEY, code_id TEXT, code_name TEXT, status TEXT, "
+            "message TEXT NOT NULL)"
+        )
+        with self._begin() as conn, _temporary(conn, "wrapup_resolved", columns):
+            conn.execute(
+                text(
+                    "INSERT INTO wrapup_resolved (requested_code, code_id, code_name, status, "
+                    "message) VALUES (:requested_code, :code_id, :code_name, :status, :message)"
+                ),
+                rows,
+            )
+            conn.execute(_RESOLVE, {"run_id": run_id, "done": list(done), "now": now_iso()})
 
     def apply_resolution(
         self,
@@ -53,57 +127,9 @@ class Resolution(LedgerBase):
         status: Status | None,
         message: str,
     ) -> None:
-        """Record how one requested code value resolved, on every item of the run asking it.
-
-        One UPDATE per call. When the run is a large part of the ledger (a first run of a
-        million rows), SQLite is made to walk `items` in order and test each against the run's
-        keys (`+item_key` keeps it off the key index), instead of looking each of the run's
-        keys up in the index: in random order that rewrote the table page by page (measured:
-        3 codes x 1M rows, 50 s before, 17 s so).
-        """
-        with self._begin() as conn:
-            key: Any = items.c.item_key
-            if self.is_sqlite and self._run_is_large(conn, run_id):
-                key = literal_column("+items.item_key")
-            where = and_(
-                items.c.requested_code == requested,
-                key.in_(self._todo_keys(run_id)),
-                items.c.status.not_in(done),
-            )
-            if status is None:
-                decided = items.c.status.in_(DECIDED_BEFORE_WORK)
-                conn.execute(
-                    update(items)
-                    .where(where)
-                    .values(
-                        code_id=code_id,
-                        code_name=code_name,
-                        # rows decided before the work by an earlier run are to do again
-                        status=case((decided, Status.PENDING.value), else_=items.c.status),
-                        message=case((decided, ""), else_=items.c.message),
-                        updated=case((decided, now_iso()), else_=items.c.updated),
-                    )
-                )
-            else:
-                conn.execute(
-                    update(items)
-                    .where(where)
-                    .where(items.c.status != Status.IN_FLIGHT.value)
-                    .values(
-                        status=status.value,
-                        message=message,
-                        last_run_id=run_id,
-                        updated=now_iso(),
-                    )
-                )
-
-    def _run_is_large(self, conn: Any, run_id: int) -> bool:
-        """Whether the run's rows are at least a quarter of the ledger's items."""
-        rows = conn.execute(
-            select(func.count()).select_from(run_rows).where(run_rows.c.run_id == run_id)
-        ).scalar()
-        known = conn.execute(select(func.max(items.c.id))).scalar()
-        return int(rows or 0) * 4 >= int(known or 0)
+        """`apply_resolutions` for one value."""
+        outcome = ResolvedCode(requested, code_id, code_name, status, message)
+        self.apply_resolutions(run_id, done, [outcome])
 
     def mark_conflicts(self, run_id: int, done: Sequence[str]) -> int:
         """A conversation asked for different wrap-ups in one input: none of them is applied.
@@ -123,24 +149,42 @@ class Resolution(LedgerBase):
                 OR COUNT(DISTINCT i.communication_target || '/' || i.agent_id) < COUNT(*))
             """
         )
+        columns = "(conversation_id TEXT PRIMARY KEY, message TEXT NOT NULL)"
         with self._begin() as conn:
             conflicts = conn.execute(find, {"run_id": run_id}).all()
-            for conversation_id, rows_ in conflicts:
-                rows_ = ", ".join(sorted(str(rows_).split(", "), key=int))
+            if not conflicts:
+                return 0
+            messages = [
+                {
+                    "conversation_id": conversation_id,
+                    "message": (
+                        "this input asks for different wrap-ups on this conversation (rows "
+                        + ", ".join(sorted(str(rows_).split(", "), key=int))
+                        + "); none was applied: keep one row per conversation"
+                    ),
+                }
+                for conversation_id, rows_ in conflicts
+            ]
+            with _temporary(conn, "wrapup_conflicts", columns):
                 conn.execute(
-                    update(items)
-                    .where(items.c.conversation_id == conversation_id)
-                    .where(items.c.item_key.in_(self._todo_keys(run_id)))
-                    .where(items.c.status.not_in(done))
-                    .where(items.c.status != Status.IN_FLIGHT.value)
-                    .values(
-                        status=Status.CONFLICT.value,
-                        message=(
-                            f"this input asks for different wrap-ups on this conversation "
-                            f"(rows {rows_}); none was applied: keep one row per conversation"
-                        ),
-                        last_run_id=run_id,
-                        updated=now_iso(),
-                    )
+                    text(
+                        "INSERT INTO wrapup_conflicts (conversation_id, message) "
+                        "VALUES (:conversation_id, :message)"
+                    ),
+                    messages,
+                )
+                conn.execute(
+                    _MARK_CONFLICTS, {"run_id": run_id, "done": list(done), "now": now_iso()}
                 )
         return len(conflicts)
+
+
+@contextmanager
+def _temporary(conn: Any, name: str, columns: str) -> Iterator[None]:
+    """A temporary table for the length of the block, in the caller's transaction."""
+    conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+    conn.execute(text(f"CREATE TEMPORARY TABLE {name} {columns}"))
+    try:
+        yield
+    finally:
+        conn.execute(text(f"DROP TABLE {name}"))
