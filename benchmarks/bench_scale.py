@@ -5,7 +5,7 @@ generated conversations and three wrap-up codes:
 
 1. **ingest** (library, its own process): `read_rows` + `Ledger.ingest` per chunk +
    `mark_duplicates`, then the ledger work a first run does before its first request
-   (`requested_codes`, `apply_resolution` per code, `mark_conflicts`, `count_work`), each timed;
+   (`requested_codes`, `apply_resolutions`, `mark_conflicts`, `count_work`), each timed;
 2. the ledger is made "all applied" with one SQL UPDATE (a 1M-row API run at 1,200/min would
    take days), and run 1 is closed;
 3. **rerun** through the CLI: `wrapup-batch run` on the same CSV and ledger with `--results`,
@@ -20,21 +20,26 @@ Wall time and peak RSS of each process come from `/usr/bin/time -v` (GNU time); 
 from `os.wait4` (the kernel's rusage of that one child: the same figure as
 `getrusage(RUSAGE_CHILDREN)` would give for a single child).
 
+`--databases sqlite postgresql` measures each size on both, one after the other, from the same
+CSV: a PostgreSQL ledger on a server the benchmark starts (Debian's server programs, default
+settings, fsync on; tests/postgres_server.py) and throws away.
+
     .venv/bin/python benchmarks/bench_scale.py [--rows 100000 1000000] [--json OUT]
-        [--cli-first-run] [--keep DIR]
+        [--cli-first-run] [--keep DIR] [--databases sqlite postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -119,16 +124,16 @@ def _field(text: str, pattern: str) -> str:
 # -- the children (library calls, in their own process) ---------------------------------------
 
 
-def child_ingest(input_csv: Path, ledger_path: Path) -> None:
+def child_ingest(input_csv: Path, ledger_target: str) -> None:
     """Ingest `input_csv` into a new ledger as run 1 and do the first run's pre-work."""
     sys.path.insert(0, str(REPO))
-    from wrapup_batch.ledger import DONE, Ledger
+    from wrapup_batch.ledger import DONE, Ledger, ResolvedCode
     from wrapup_batch.models import Status
     from wrapup_batch.sources import SourceSpec, read_rows
 
     phases: dict[str, float] = {}
     started = time.perf_counter()
-    ledger = Ledger.open(str(ledger_path))
+    ledger = Ledger.open(ledger_target)
     run_id = ledger.start_run(source=str(input_csv), options={}, dry_run=False)
     rows = 0
     for chunk in read_rows(SourceSpec(path=input_csv)):
@@ -145,17 +150,9 @@ def child_ingest(input_csv: Path, ledger_path: Path) -> None:
     requested = ledger.requested_codes(run_id, done)
     phases["requested_codes"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    for value in requested:
-        ledger.apply_resolution(
-            run_id,
-            done,
-            value,
-            code_id=CODE_IDS[value],
-            code_name=value,
-            status=None,
-            message="",
-        )
-    phases["apply_resolution"] = time.perf_counter() - mark
+    resolved = [ResolvedCode(value, CODE_IDS[value], value, None, "") for value in requested]
+    ledger.apply_resolutions(run_id, done, resolved)
+    phases["apply_resolutions"] = time.perf_counter() - mark
     mark = time.perf_counter()
     ledger.mark_conflicts(run_id, done)
     phases["mark_conflicts"] = time.perf_counter() - mark
@@ -168,13 +165,13 @@ def child_ingest(input_csv: Path, ledger_path: Path) -> None:
     print(json.dumps({"rows": rows, "duplicates": duplicates, "work": work, "seconds": out}))
 
 
-def child_results(ledger_path: Path, run_id: int, output: Path) -> None:
+def child_results(ledger_target: str, run_id: int, output: Path) -> None:
     sys.path.insert(0, str(REPO))
     from wrapup_batch.ledger import Ledger
     from wrapup_batch.report import write_results
 
     started = time.perf_counter()
-    ledger = Ledger.open(str(ledger_path), create=False)
+    ledger = Ledger.open(ledger_target, create=False)
     written = write_results(ledger, run_id, output)
     ledger.close()
     print(json.dumps({"written": written, "seconds": round(time.perf_counter() - started, 2)}))
@@ -183,43 +180,70 @@ def child_results(ledger_path: Path, run_id: int, output: Path) -> None:
 # -- the benchmark ---------------------------------------------------------------------------
 
 
-def mark_all_applied(ledger_path: Path) -> float:
+def mark_all_applied(ledger_target: str) -> float:
     """Every item `applied` and run 1 finished, as if a (days-long) API run had done it."""
+    from sqlalchemy import create_engine
+
+    from wrapup_batch.ledger import ledger_url
+
     started = time.perf_counter()
-    with sqlite3.connect(ledger_path) as conn:
-        conn.execute(
+    engine = create_engine(ledger_url(ledger_target))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
             "UPDATE items SET status = 'applied', http_status = 202, attempts = 1, "
             "participant_id = 'p', communication_id = 'c', media = 'calls'"
         )
-        conn.execute(
+        conn.exec_driver_sql(
             "UPDATE runs SET finished = started, exit_code = 0, counts = '{}', summary = '{}' "
             "WHERE id = 1"
         )
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE")  # what autovacuum would do after the run
+    engine.dispose()
     return round(time.perf_counter() - started, 2)
+
+
+def ledger_mb(ledger_target: str) -> float:
+    """The ledger's size on disk: the SQLite file, or the PostgreSQL database."""
+    if "://" not in ledger_target:
+        return round(Path(ledger_target).stat().st_size / 2**20, 1)
+    from sqlalchemy import create_engine
+
+    engine = create_engine(ledger_target)
+    with engine.connect() as conn:
+        size = conn.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+    engine.dispose()
+    return round(int(size or 0) / 2**20, 1)
 
 
 def script() -> list[str]:
     return [sys.executable, str(Path(__file__).resolve())]
 
 
-def measure(rows: int, folder: Path, cli_first_run: bool, keep: bool) -> dict[str, Any]:
-    input_csv = write_input(folder / f"rows-{rows}.csv", rows, codes=CODES)
-    ledger = folder / f"ledger-{rows}.db"
+def measure(
+    rows: int, folder: Path, cli_first_run: bool, keep: bool, new_ledger: Any, database: str
+) -> dict[str, Any]:
+    input_csv = folder / f"rows-{rows}.csv"
+    if not input_csv.exists():
+        write_input(input_csv, rows, codes=CODES)
+    ledger = new_ledger(f"ledger-{rows}")
     result: dict[str, Any] = {
+        "database": database,
         "rows": rows,
         "input_mb": round(input_csv.stat().st_size / 2**20, 1),
     }
 
-    ingest = measured([*script(), "--child-ingest", str(input_csv), str(ledger)])
+    ingest = measured([*script(), "--child-ingest", str(input_csv), ledger])
     ingest.update(json.loads(ingest.pop("stdout")))
     result["ingest_library"] = ingest
     result["prepare_all_applied_seconds"] = mark_all_applied(ledger)
-    result["ledger_mb_after_first_run"] = round(ledger.stat().st_size / 2**20, 1)
+    result["ledger_mb_after_first_run"] = ledger_mb(ledger)
 
     with emulator(generate=rows, rate_limit=300, latency_ms=0) as emu:
         results_csv = folder / f"rerun-{rows}.csv"
         command = [sys.executable, "-m", "wrapup_batch", "run", str(input_csv)]
-        command += ["--ledger", str(ledger), "--results", str(results_csv), "--quiet"]
+        command += ["--ledger", ledger, "--results", str(results_csv), "--quiet"]
         command += ["--summary-json", str(folder / f"rerun-{rows}.json")]
         rerun = measured(command, env=emu.env)
         rerun.pop("stdout")
@@ -235,21 +259,21 @@ def measure(rows: int, folder: Path, cli_first_run: bool, keep: bool) -> dict[st
         result["rerun_cli"] = rerun
 
         report_csv = folder / f"report-{rows}.csv"
-        command = [sys.executable, "-m", "wrapup_batch", "report", "--ledger", str(ledger)]
+        command = [sys.executable, "-m", "wrapup_batch", "report", "--ledger", ledger]
         command += ["--run", "2", "--output", str(report_csv)]
         report = measured(command)
         report.pop("stdout")
         report["rows_written"] = sum(1 for _ in report_csv.open(encoding="utf-8-sig")) - 1
         result["results_csv_cli"] = report
 
-        library = measured([*script(), "--child-results", str(ledger), "2", str(report_csv)])
+        library = measured([*script(), "--child-results", ledger, "2", str(report_csv)])
         library.update(json.loads(library.pop("stdout")))
         result["results_csv_library"] = library
 
         if cli_first_run:
-            fresh = folder / f"first-{rows}.db"
+            fresh = new_ledger(f"first-{rows}")
             command = [sys.executable, "-m", "wrapup_batch", "run", str(input_csv)]
-            command += ["--ledger", str(fresh), "--quiet", "--max-runtime", "1s"]
+            command += ["--ledger", fresh, "--quiet", "--max-runtime", "1s"]
             command += ["--summary-json", str(folder / f"first-{rows}.json")]
             before = requests_seen(emu.stats())
             first = measured(command, env=emu.env, ok=(4,))
@@ -260,9 +284,27 @@ def measure(rows: int, folder: Path, cli_first_run: bool, keep: bool) -> dict[st
             result["first_run_cli_until_stopped"] = first
     if not keep:  # a million rows leave ~1 GB of ledgers and CSVs
         for path in folder.glob(f"*{rows}*"):
-            if path.is_file():
+            if path.is_file() and path != input_csv:
                 path.unlink()
     return result
+
+
+@contextlib.contextmanager
+def ledgers(database: str, folder: Path) -> Iterator[Any]:
+    """A factory of new ledger targets: SQLite files in `folder`, or new databases on a
+    PostgreSQL server started for the benchmark (tests/postgres_server.py: Debian's server
+    programs, default settings, durable) and thrown away after it."""
+    if database == "sqlite":
+        yield lambda name: str(folder / f"{name}.db")
+        return
+    sys.path.insert(0, str(REPO / "tests"))
+    import postgres_server
+
+    server = postgres_server.start(durable=True)
+    try:
+        yield lambda name: server.create_database()
+    finally:
+        server.stop()
 
 
 def main() -> None:
@@ -270,6 +312,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
     parser.add_argument("--json", type=Path, default=OUT / "scale.json")
     parser.add_argument("--cli-first-run", action="store_true")
+    parser.add_argument(
+        "--databases", nargs="+", default=["sqlite"], choices=["sqlite", "postgresql"]
+    )
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     parser.add_argument(
         "--child-ingest", nargs=2, metavar=("CSV", "LEDGER"), help=argparse.SUPPRESS
@@ -279,17 +324,27 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.child_ingest:
-        child_ingest(Path(args.child_ingest[0]), Path(args.child_ingest[1]))
+        child_ingest(Path(args.child_ingest[0]), args.child_ingest[1])
         return
     if args.child_results:
         ledger, run_id, output = args.child_results
-        child_results(Path(ledger), int(run_id), Path(output))
+        child_results(ledger, int(run_id), Path(output))
         return
     result: dict[str, Any] = {"benchmark": "scale", "machine": machine(), "sizes": []}
     with scratch("wrapup-bench-scale-", args.keep) as folder:
-        for rows in args.rows:
-            result["sizes"].append(measure(rows, folder, args.cli_first_run, args.keep is not None))
-            print(json.dumps(result["sizes"][-1], indent=2), file=sys.stderr)
+        for rows in args.rows:  # the databases side by side for each size, same input
+            for database in args.databases:
+                with ledgers(database, folder) as new_ledger:
+                    size = measure(
+                        rows,
+                        folder,
+                        args.cli_first_run,
+                        args.keep is not None,
+                        new_ledger,
+                        database,
+                    )
+                result["sizes"].append(size)
+                print(json.dumps(size, indent=2), file=sys.stderr)
     emit(result, args.json)
 
 
