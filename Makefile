@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench bench-large clean bench-budget \
 	bench-default-limit bench-storm bench-seed-flow bench-concurrency bench-cpu bench-scale \
-	bench-emulator
+	bench-emulator bench-resolve
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,12 +45,13 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BENCH_RUN)
 
-# The 1,000,000-row ingest / rerun / results case (and 100k beside it): a few minutes more.
+# The 1,000,000-row ingest / rerun / results case (and 100k beside it), on SQLite and on a
+# throwaway PostgreSQL server (Debian's postgresql package): a quarter of an hour more.
 bench-large: $(BENCH_STAMP)
 	$(BENCH_RUN) --only large
 
 # One benchmark at a time.
-bench-budget bench-default-limit bench-storm bench-seed-flow bench-concurrency bench-cpu bench-scale bench-emulator: $(BENCH_STAMP)
+bench-budget bench-default-limit bench-storm bench-seed-flow bench-concurrency bench-cpu bench-scale bench-emulator bench-resolve: $(BENCH_STAMP)
 	$(BENCH_RUN) --only $(subst -,_,$(patsubst bench-%,%,$@))
 
 clean:

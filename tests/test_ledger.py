@@ -3,6 +3,7 @@ files runs on both): ingest, duplicates, conflicts, work, results, the lock, sch
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -326,3 +327,14 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
         (2, B, "pending"),
     ]
     migrated.close()
+
+
+def test_a_sqlite_too_old_for_the_ledger_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This Python's SQLite is new enough; an older one is what a user of another build has.
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(LedgerError, match=r"SQLite is 3\.31\.1, the ledger needs 3\.33 or newer"):
+        Ledger.open(str(tmp_path / "l.db"))
+    assert not (tmp_path / "l.db").exists()

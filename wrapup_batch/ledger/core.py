@@ -47,6 +47,8 @@ class Ledger(Runs, Ingest, Resolving, Work, Reading, Meta):
     def open(cls, target: str = DEFAULT_LEDGER, *, create: bool = True) -> Ledger:
         url = ledger_url(target)
         display = masked(url) if "://" in target else target
+        if url.startswith("sqlite"):
+            dialect.check_sqlite_version(display)
         if url.startswith("sqlite") and "://" not in target:
             _check_sqlite_path(Path(target).expanduser(), display, create=create)
         try:

@@ -8,6 +8,7 @@ statements.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -16,10 +17,24 @@ from sqlalchemy import Engine, Table, insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 
+from wrapup_batch.errors import LedgerError
+
 #: SQLite page cache per connection, in KiB (memory is taken only as pages are read).
 SQLITE_CACHE_KB = 32 * 1024
 #: How long a SQLite ledger waits for another program's lock before giving up (milliseconds).
 BUSY_TIMEOUT_MS = 10_000
+
+
+#: UPDATE ... FROM (resolution and conflicts in one pass) came with SQLite 3.33.
+SQLITE_MINIMUM = (3, 33, 0)
+
+
+def check_sqlite_version(display: str) -> None:
+    if sqlite3.sqlite_version_info < SQLITE_MINIMUM:
+        raise LedgerError(
+            f"cannot use ledger {display}: this Python's SQLite is {sqlite3.sqlite_version}, "
+            "the ledger needs 3.33 or newer; use a newer Python build, or a PostgreSQL ledger"
+        )
 
 
 def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
