@@ -168,11 +168,11 @@ def pages(engine: Engine, query: Any, after: str) -> Iterator[list[tuple[Any, ..
     """The pages of a keyset-paged query (first column: the key; bind `after`: the last
     key seen), as plain tuples.
 
-    On SQLite the statement is compiled once and run on the driver's own cursor: for a
-    million rows, SQLAlchemy's Row objects cost more than SQLite's own work.
+    On SQLite and PostgreSQL the statement is compiled once and run on the driver's own
+    cursor: for a million rows, SQLAlchemy's Row objects cost more than the database's work.
     """
     last: Any = 0
-    if engine.dialect.name != "sqlite":
+    if engine.dialect.name not in ("sqlite", "postgresql"):
         while True:
             with engine.connect() as conn:
                 rows = [tuple(r) for r in conn.execute(query, {after: last}).all()]
@@ -181,16 +181,17 @@ def pages(engine: Engine, query: Any, after: str) -> Iterator[list[tuple[Any, ..
             yield rows
             last = rows[-1][0]
     compiled = query.compile(dialect=engine.dialect, compile_kwargs={"render_postcompile": True})
-    names = list(compiled.positiontup or ())
+    names = compiled.positiontup
     params = dict(compiled.params)
     while True:
         params[after] = last
+        bound: Any = [params[n] for n in names] if names is not None else params
         with engine.connect() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
             cursor = driver.cursor()
             try:
-                rows = cursor.execute(compiled.string, [params[n] for n in names]).fetchall()
+                rows = cursor.execute(compiled.string, bound).fetchall()
             finally:
                 cursor.close()
         if not rows:
