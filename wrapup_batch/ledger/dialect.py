@@ -164,6 +164,15 @@ def _copy_insert(
         cursor.execute("DROP TABLE wrapup_copy")
 
 
+def refresh_statistics(conn: Any) -> None:
+    """After a run's rows are in: PostgreSQL's planner statistics brought up to date (a few
+    hundred ms), as autovacuum would do a minute later. Without them it takes a new ledger's
+    tables for a few hundred rows, and reads the whole rest of a run for every page of its
+    results (quadratic: a 200,000-row results file took 32 s instead of 2)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE run_rows, items")
+
+
 def pages(engine: Engine, query: Any, after: str) -> Iterator[list[tuple[Any, ...]]]:
     """The pages of a keyset-paged query (first column: the key; bind `after`: the last
     key seen), as plain tuples.
@@ -191,6 +200,8 @@ def pages(engine: Engine, query: Any, after: str) -> Iterator[list[tuple[Any, ..
             assert driver is not None
             cursor = driver.cursor()
             try:
+                if engine.dialect.name == "postgresql":  # a page is too small for parallel workers
+                    cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
                 rows = cursor.execute(compiled.string, bound).fetchall()
             finally:
                 cursor.close()

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, text, update
 
 from wrapup_batch.ledger.base import LedgerBase
-from wrapup_batch.ledger.dialect import bulk_insert
+from wrapup_batch.ledger.dialect import bulk_insert, refresh_statistics
 from wrapup_batch.ledger.records import now_iso
 from wrapup_batch.ledger.schema import items, run_rows
 from wrapup_batch.models import InputRow, Status
@@ -162,6 +162,7 @@ class Ingest(LedgerBase):
         }
         found = 0
         with self._begin() as conn:
+            refresh_statistics(conn)  # the run's rows are all in
             for name, columns in temporary.items():
                 conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
                 conn.execute(text(f"CREATE TEMPORARY TABLE {name} {columns}"))
