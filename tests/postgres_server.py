@@ -100,7 +100,7 @@ class PostgresServer:
     def create_database(self) -> str:
         """A new empty database; its SQLAlchemy URL."""
         name = f"ledger_{os.getpid()}_{next(self._names)}"
-        self._admin(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
+        self._admin(f"CREATE DATABASE {name}")
         return self.url(name)
 
     def drop_database(self, url: str) -> None:

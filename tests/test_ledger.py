@@ -3,6 +3,7 @@ files runs on both): ingest, duplicates, conflicts, work, results, the lock, sch
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -338,3 +339,16 @@ def test_a_sqlite_too_old_for_the_ledger_is_named(
     with pytest.raises(LedgerError, match=r"SQLite is 3\.31\.1, the ledger needs 3\.33 or newer"):
         Ledger.open(str(tmp_path / "l.db"))
     assert not (tmp_path / "l.db").exists()
+
+
+def test_a_postgresql_ledger_that_cannot_be_reached_is_named_without_its_password() -> None:
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql+psycopg://wrapup:s3cret-pw@127.0.0.1:{port}/ledger"
+    with pytest.raises(LedgerError) as refused:
+        Ledger.open(url)
+    message = str(refused.value)
+    assert "s3cret-pw" not in message
+    assert f"ledger postgresql+psycopg://wrapup:***@127.0.0.1:{port}/ledger:" in message
+    assert "check the --ledger path or URL" in message
