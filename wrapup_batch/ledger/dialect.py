@@ -128,6 +128,54 @@ def bulk_insert(
     )
 
 
+#: `copy_ingest`: the columns of its rows.
+_INGEST_COLUMNS = (
+    ('"row"', "INTEGER"),
+    ("item_key", "VARCHAR"),
+    ("conversation_id", "TEXT"),
+    ("wrapup_code", "TEXT"),
+    ("agent_id", "VARCHAR"),
+    ("notes", "TEXT"),
+    ("communication_target", "VARCHAR"),
+    ("expected_code", "VARCHAR"),
+)
+
+
+def copy_ingest(
+    conn: Any, run_id: int, values: list[tuple[Any, ...]], new_item: Mapping[str, int | str]
+) -> None:
+    """PostgreSQL: a chunk of valid input rows (tuples in `_INGEST_COLUMNS` order) through one
+    COPY into a temporary table; from it, the new items (the rest of their columns from
+    `new_item`), then the run's rows joined to their items' ids: each row is written once
+    (an UPDATE to link rows to items afterwards wrote every row twice)."""
+    if not values:
+        return
+    typed = ", ".join(f"{name} {kind}" for name, kind in _INGEST_COLUMNS)
+    names = ", ".join(name for name, _ in _INGEST_COLUMNS)
+    constants = ", ".join(f'"{column}"' for column in new_item)
+    literals = ", ".join(sql_literal(value) for value in new_item.values())
+    driver = conn.connection.driver_connection
+    with driver.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE wrapup_ingest ({typed}) ON COMMIT DROP")
+        with cursor.copy(f"COPY wrapup_ingest ({names}) FROM STDIN") as copy:
+            for value in values:
+                copy.write_row(value)
+        cursor.execute("ANALYZE wrapup_ingest")  # its size, for the join below
+        cursor.execute(
+            "INSERT INTO items (item_key, conversation_id, requested_code, agent_id, notes, "
+            f"communication_target, expected_code, {constants}) "
+            "SELECT item_key, conversation_id, wrapup_code, agent_id, notes, "
+            f"communication_target, expected_code, {literals} FROM wrapup_ingest "
+            'ORDER BY "row" ON CONFLICT DO NOTHING'
+        )
+        cursor.execute(
+            'INSERT INTO run_rows (run_id, "row", item_key, conversation_id, wrapup_code, '
+            f'item_id) SELECT {int(run_id)}, w."row", w.item_key, w.conversation_id, '
+            "w.wrapup_code, i.id FROM wrapup_ingest w JOIN items i ON i.item_key = w.item_key"
+        )
+        cursor.execute("DROP TABLE wrapup_ingest")
+
+
 def _copy_insert(
     conn: Any,
     table: Table,
