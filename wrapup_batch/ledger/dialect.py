@@ -1,9 +1,12 @@
-"""Where SQLite and the other databases differ: connection settings, WAL, bulk inserts that
-ignore conflicts, and reading many rows fast.
+"""Where SQLite, PostgreSQL and other databases differ: the SQLite version, connection
+settings and WAL, aggregates, bulk inserts (that may ignore conflicts), planner statistics, and
+reading many rows fast.
 
 SQLite gets plain SQL on the driver's own cursor where SQLAlchemy's per-row work would cost
-more than SQLite's own (a million-row ingest or results file); other databases take the Core
-statements.
+more than SQLite's own (a million-row ingest or results file); PostgreSQL gets COPY for bulk
+inserts and the driver's cursor for pages of results; other databases take the Core
+statements. Statements written once for all (resolution, conflicts, duplicates) use SQL that
+SQLite 3.33+ and PostgreSQL both run.
 """
 
 from __future__ import annotations
@@ -119,8 +122,8 @@ def bulk_insert(
         marks = ", ".join(["?"] * len(columns) + [sql_literal(v) for v in constants.values()])
         conn.exec_driver_sql(f"{verb} INTO {table.name} ({names}) VALUES ({marks})", values)
         return
-    if engine.dialect.name == "postgresql":
-        _copy_insert(conn, table, columns, values, constants, ignore_conflicts=ignore_conflicts)
+    if engine.dialect.name == "postgresql" and not ignore_conflicts:
+        _copy_insert(conn, table, columns, values, constants)
         return
     statement = insert_ignore(engine, table) if ignore_conflicts else insert(table)
     conn.execute(
@@ -182,34 +185,15 @@ def _copy_insert(
     columns: Sequence[str],
     values: list[tuple[Any, ...]],
     constants: Mapping[str, int | str],
-    *,
-    ignore_conflicts: bool,
 ) -> None:
     """PostgreSQL: the rows through COPY (an INSERT per row, even pipelined, is ~10x slower),
-    in the caller's transaction. Rows that may exist already go to a temporary table first,
-    then on with INSERT ... SELECT ... ON CONFLICT DO NOTHING."""
-    names = ", ".join(f'"{column}"' for column in columns)
+    in the caller's transaction."""
+    every = ", ".join(f'"{column}"' for column in (*columns, *constants))
+    extra = tuple(constants.values())
     driver = conn.connection.driver_connection
-    with driver.cursor() as cursor:
-        if not ignore_conflicts:
-            every = ", ".join(f'"{column}"' for column in (*columns, *constants))
-            extra = tuple(constants.values())
-            with cursor.copy(f"COPY {table.name} ({every}) FROM STDIN") as copy:
-                for value in values:
-                    copy.write_row(value + extra)
-            return
-        typed = ", ".join(f'"{column}" {table.c[column].type.compile()}' for column in columns)
-        cursor.execute(f"CREATE TEMPORARY TABLE wrapup_copy ({typed}) ON COMMIT DROP")
-        with cursor.copy(f"COPY wrapup_copy ({names}) FROM STDIN") as copy:
-            for value in values:
-                copy.write_row(value)
-        every = ", ".join(f'"{column}"' for column in (*columns, *constants))
-        literals = ", ".join([*(f'"{c}"' for c in columns), *map(sql_literal, constants.values())])
-        cursor.execute(
-            f"INSERT INTO {table.name} ({every}) SELECT {literals} FROM wrapup_copy "
-            "ON CONFLICT DO NOTHING"
-        )
-        cursor.execute("DROP TABLE wrapup_copy")
+    with driver.cursor() as cursor, cursor.copy(f"COPY {table.name} ({every}) FROM STDIN") as copy:
+        for value in values:
+            copy.write_row(value + extra)
 
 
 def refresh_statistics(conn: Any) -> None:
