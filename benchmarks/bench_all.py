@@ -233,16 +233,16 @@ def summary() -> list[str]:
             line(f"   (analytics lookup / seed @{setting})", ana["ratio_to_seed"], "info", None)
     scale = load("scale_large.json") or load("scale.json")
     if scale:
-        sqlite_figures: dict[int, dict[str, float]] = {}
+        sqlite_figures: dict[int, dict[str, tuple[float, float]]] = {}
         for size in scale["sizes"]:
             n, database = size["rows"], size.get("database", "sqlite")
             ing = size["ingest_library"]
             rerun = size["rerun_cli"]
             lib, cli = size["results_csv_library"], size["results_csv_cli"]
-            figures = {
-                "ingest": ing["seconds"]["ingest_total"],
-                "rerun": rerun["wall_seconds"],
-                "results": cli["wall_seconds"],
+            figures = {  # wall seconds, and CPU seconds with the server's (PostgreSQL)
+                "ingest": (ing["wall_seconds"], ing.get("cpu_seconds_with_server", 0.0)),
+                "rerun": (rerun["wall_seconds"], rerun.get("cpu_seconds_with_server", 0.0)),
+                "results": (cli["wall_seconds"], cli.get("cpu_seconds_with_server", 0.0)),
             }
             if database == "sqlite":
                 sqlite_figures[n] = figures
@@ -267,14 +267,17 @@ def summary() -> list[str]:
                 )
                 continue
             base = sqlite_figures.get(n)
-            for phase, seconds in figures.items():
-                ratio = seconds / base[phase] if base else None
+            for phase, (wall, cpu) in figures.items():
+                if base is None:
+                    line(f"I11 {n:,} rows on PostgreSQL: {phase}", f"{wall} s", "info", None)
+                    continue
+                ratio, cpu_ratio = wall / base[phase][0], cpu / max(base[phase][1], 0.01)
                 line(
-                    f"I11 {n:,} rows on PostgreSQL: {phase}",
-                    f"{seconds} s"
-                    + (f" = {ratio:.2f} x SQLite's {base[phase]} s" if base and ratio else ""),
+                    f"I11 {n:,} rows on PostgreSQL: {phase} (process wall)",
+                    f"{wall} s = {ratio:.2f} x SQLite's {base[phase][0]} s; CPU with the "
+                    f"server {cpu} s = {cpu_ratio:.2f} x SQLite's {base[phase][1]} s",
                     "<= 2 x SQLite (1M)",
-                    ratio is not None and ratio <= 2,
+                    ratio <= 2,
                 )
     resolve = load("resolve.json")
     if resolve:
@@ -283,7 +286,13 @@ def summary() -> list[str]:
             for distinct, case in cases.items():
                 line(
                     f"I11 resolve {db['rows']:,} rows, {distinct} code values ({db['database']})",
-                    f"{case['wall_seconds']} s ({case['cpu_seconds']} s CPU), "
+                    f"{case['wall_seconds']} s ({case['cpu_seconds']} s CPU"
+                    + (
+                        f" + {case['server_cpu_seconds']} s server"
+                        if db["database"] != "sqlite"
+                        else ""
+                    )
+                    + "), "
                     f"peak RSS {case['peak_rss_mb']} MB",
                     "<= 15 s, <= 400 MB (50 values, SQLite)",
                     case["wall_seconds"] <= 15 and case["peak_rss_mb"] <= 400

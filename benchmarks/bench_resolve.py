@@ -21,17 +21,13 @@ postgresql` adds the same on a PostgreSQL ledger (a throwaway server: tests/post
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench_scale import measured
-from benchlib import OUT, REPO, emit, emulator, machine, requests_seen, scratch
-
-sys.path.insert(0, str(REPO / "tests"))
+from bench_scale import ledgers, measured_alone
+from benchlib import OUT, emit, emulator, machine, requests_seen, scratch
 
 
 def write_codes_input(path: Path, rows: int, distinct: int) -> Path:
@@ -43,21 +39,6 @@ def write_codes_input(path: Path, rows: int, distinct: int) -> Path:
         for i in range(rows):
             handle.write(f"{generated_conversation_id(i)},{codes[i % distinct]}\n")
     return path
-
-
-@contextlib.contextmanager
-def ledgers(database: str, folder: Path) -> Iterator[Any]:
-    """A factory of new ledger targets on `database`."""
-    if database == "sqlite":
-        yield lambda name: str(folder / f"{name}.db")
-        return
-    import postgres_server
-
-    server = postgres_server.start(durable=True)
-    try:
-        yield lambda name: server.create_database()
-    finally:
-        server.stop()
 
 
 def ledger_mb(target: str) -> float | None:
@@ -74,7 +55,7 @@ def measure(
     runs: dict[int, list[dict[str, Any]]] = {distinct: [] for distinct in counts}
     sources = {d: write_codes_input(folder / f"in-{d}.csv", rows, d) for d in counts}
     with (
-        ledgers(database, folder) as new_ledger,
+        ledgers(database, folder) as (new_ledger, server_cpu),
         emulator(generate=0, rate_limit=300, latency_ms=0) as emu,
     ):
         for attempt in range(repeat):
@@ -86,8 +67,10 @@ def measure(
                 command = [sys.executable, "-m", "wrapup_batch", "run", str(sources[distinct])]
                 command += ["--ledger", target, "--results", str(results), "--quiet"]
                 command += ["--summary-json", str(summary_path)]
-                run = measured(command, env=emu.env, ok=(1,))
+                server_before = server_cpu()
+                run = measured_alone(command, env=emu.env, ok=(1,))
                 run.pop("stdout")
+                run["server_cpu_seconds"] = round(server_cpu() - server_before, 2)
                 summary = json.loads(summary_path.read_text())
                 run.update(
                     distinct_values=distinct,

@@ -58,7 +58,7 @@ GNU_TIME = "/usr/bin/time"
 # -- measuring a child process ---------------------------------------------------------------
 
 
-def measured(
+def measured_alone(
     command: list[str], *, env: dict[str, str] | None = None, ok: tuple[int, ...] = (0, 1)
 ) -> dict[str, Any]:
     """Run `command`; its wall time, CPU time and peak RSS, and its stdout."""
@@ -222,8 +222,20 @@ def script() -> list[str]:
 
 
 def measure(
-    rows: int, folder: Path, cli_first_run: bool, keep: bool, new_ledger: Any, database: str
+    rows: int, folder: Path, cli_first_run: bool, keep: bool, ledgers_: Any, database: str
 ) -> dict[str, Any]:
+    new_ledger, server_cpu = ledgers_
+
+    def measured(command: list[str], **kwargs: Any) -> dict[str, Any]:
+        """`measured`, with the CPU the database server spent meanwhile (PostgreSQL)."""
+        before = server_cpu()
+        result = measured_alone(command, **kwargs)
+        result["server_cpu_seconds"] = round(server_cpu() - before, 2)
+        result["cpu_seconds_with_server"] = round(
+            result["cpu_seconds"] + result["server_cpu_seconds"], 2
+        )
+        return result
+
     input_csv = folder / f"rows-{rows}.csv"
     if not input_csv.exists():
         write_input(input_csv, rows, codes=CODES)
@@ -290,19 +302,20 @@ def measure(
 
 
 @contextlib.contextmanager
-def ledgers(database: str, folder: Path) -> Iterator[Any]:
+def ledgers(database: str, folder: Path) -> Iterator[tuple[Any, Any]]:
     """A factory of new ledger targets: SQLite files in `folder`, or new databases on a
     PostgreSQL server started for the benchmark (tests/postgres_server.py: Debian's server
-    programs, default settings, durable) and thrown away after it."""
+    programs, default settings, durable) and thrown away after it; and the CPU seconds the
+    server has used so far (0 for SQLite, which works inside the measured process)."""
     if database == "sqlite":
-        yield lambda name: str(folder / f"{name}.db")
+        yield lambda name: str(folder / f"{name}.db"), lambda: 0.0
         return
     sys.path.insert(0, str(REPO / "tests"))
     import postgres_server
 
     server = postgres_server.start(durable=True)
     try:
-        yield lambda name: server.create_database()
+        yield lambda name: server.create_database(), server.cpu_seconds
     finally:
         server.stop()
 
