@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from wrapup_batch.errors import LedgerBusyError, LedgerError
-from wrapup_batch.ledger import DONE, SCHEMA_VERSION, ItemUpdate, Ledger, lock_table
+from wrapup_batch.ledger import DONE, SCHEMA_VERSION, ItemUpdate, Ledger, StartedBy, lock_table
 from wrapup_batch.models import InputRow, Status
 
 A = "aaaaaaaa-0000-4000-8000-000000000001"
@@ -206,7 +206,7 @@ OUTCOME_COLUMNS = (
 )
 
 
-@pytest.mark.parametrize("schema", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("schema", [1, 2, 3, 4, 5, 6])
 def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, schema: int) -> None:
     """Made from today's schema with the later columns dropped; the real ledgers written by
     schema 1 and 2 are in test_ledger_migration.py."""
@@ -216,8 +216,11 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, sc
     ledger.ingest(run_id, [InputRow(1, A, "Sales"), InputRow(2, B, "Sales")])
     ledger.close()
     with sqlite3.connect(path) as conn:  # make it look like a ledger of that schema
-        for column in OUTCOME_COLUMNS:  # added in schema 6
-            conn.execute(f"ALTER TABLE run_rows DROP COLUMN {column}")
+        conn.execute("ALTER TABLE runs DROP COLUMN started_by_id")  # added in schema 7
+        conn.execute("ALTER TABLE runs DROP COLUMN started_by_name")
+        if schema < 6:
+            for column in OUTCOME_COLUMNS:  # added in schema 6
+                conn.execute(f"ALTER TABLE run_rows DROP COLUMN {column}")
         if schema < 4:
             conn.execute("ALTER TABLE items DROP COLUMN wrapup_end_time")  # added in schema 4
         if schema < 3:
@@ -240,6 +243,8 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, sc
     assert version == (str(SCHEMA_VERSION),)
     assert set(OUTCOME_COLUMNS) <= row_columns
     assert sorted(links) == [(1, A), (2, B)]
+    old_run = migrated.get_run(run_id)
+    assert old_run is not None and old_run.started_by is None  # nobody was recorded then
     work = [w for page in migrated.iter_work(run_id, DONE) for w in page]
     assert [(w.conversation_id, w.communication_id) for w in work] == [(A, None), (B, None)]
     rows = [r for page in migrated.iter_results(run_id) for r in page]
@@ -248,3 +253,15 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, sc
         (2, B, "pending"),
     ]
     migrated.close()
+
+
+def test_a_run_records_who_started_it(ledger: Ledger) -> None:
+    by_user = ledger.start_run(
+        source="a.csv", options={}, dry_run=False, started_by=StartedBy("u-1", "Ana Analyst")
+    )
+    by_os = _start(ledger)
+    first, second = ledger.get_run(by_user), ledger.get_run(by_os)
+    assert first is not None and first.started_by == StartedBy("u-1", "Ana Analyst")
+    assert second is not None and second.started_by is not None
+    assert second.started_by.id.startswith("os:")
+    assert "@" in second.started_by.name

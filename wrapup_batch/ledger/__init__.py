@@ -29,7 +29,9 @@ from wrapup_batch.ledger.records import (
     ItemUpdate,
     ResultRow,
     RunInfo,
+    StartedBy,
     WorkItem,
+    local_account,
     now_iso,
 )
 from wrapup_batch.ledger.schema import (
@@ -55,10 +57,12 @@ __all__ = [
     "Ledger",
     "ResultRow",
     "RunInfo",
+    "StartedBy",
     "WorkItem",
     "item_key",
     "items",
     "ledger_url",
+    "local_account",
     "lock_table",
     "masked",
     "meta_table",
