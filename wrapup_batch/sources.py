@@ -55,11 +55,15 @@ __all__ = [
     "CANONICAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "SourceSpec",
+    "csv_layout",
     "describe_source",
     "mask_url",
+    "match_columns",
     "normalise_conversation_id",
     "normalise_header",
+    "read_header",
     "read_rows",
+    "sheet_names",
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("conversation_id", "wrapup_code")
@@ -866,6 +870,13 @@ def read_header(spec: SourceSpec) -> list[str]:
             return _find_header(records, f"{path}, sheet {sheet!r}")[1]
         finally:
             workbook.close()
+
+
+def csv_layout(spec: SourceSpec) -> tuple[str, str, list[str]]:
+    """(encoding, delimiter, header cells) of the CSV file `spec.path`, as `read_rows` reads it."""
+    if spec.path is None:
+        raise UsageError("csv_layout needs a file")
+    return _csv_header(spec, spec.path, _read_head(spec.path))
 
 
 def match_columns(headers: Sequence[str], columns: Mapping[str, str]) -> dict[str, int]:
