@@ -56,7 +56,7 @@ from wrapup_batch.ledger import (
     items,
     lock_table,
 )
-from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, InputRow, Status
+from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
 from wrapup_batch.planner import OnExisting, ParticipantMode, plan
 from wrapup_batch.planner import conversation_from_json as parse_conversation
 from wrapup_batch.report import run_counts, write_results
@@ -418,24 +418,11 @@ class Workspace:
     def _verdicts(self, upload: Upload, book: Ledger) -> dict[str, Any]:
         run_id = book.start_run(source=upload.filename, options={}, dry_run=True)
         values: Counter[str] = Counter()
-        sample: list[InputRow] = []
-        rng = random.Random(upload.token)
-        valid = 0
         rows = 0
         for chunk in read_rows(upload.spec()):
             book.ingest(run_id, chunk)
             rows += len(chunk)
-            for row in chunk:
-                if row.problem is not None:
-                    continue
-                values[row.wrapup_code] += 1
-                valid += 1  # reservoir sampling: every valid row equally likely
-                if len(sample) < SAMPLE_SIZE:
-                    sample.append(row)
-                else:
-                    pick = rng.randrange(valid)
-                    if pick < SAMPLE_SIZE:
-                        sample[pick] = row
+            values.update(row.wrapup_code for row in chunk if row.problem is None)
         book.mark_duplicates(run_id)
         catalog, codes_error = self._catalog_or_problem()
         code_lines: list[dict[str, Any]] = []
@@ -452,6 +439,7 @@ class Workspace:
                     message=found.message,
                 )
             book.mark_conflicts(run_id, DONE)
+        sample = _sample(book, run_id, upload.token) if catalog is not None else []
         for value, count in values.most_common(CODE_VALUES_SHOWN):
             line: dict[str, Any] = {"value": value, "rows": count}
             if catalog is not None:
@@ -484,7 +472,7 @@ class Workspace:
             "to_apply": to_apply,
             "rate_limit": self.rate_limit,
             "eta_seconds": round(to_apply * REQUESTS_PER_ROW * 60.0 / self.rate_limit, 1),
-            "sample": [row._asdict() for row in sorted(sample)],
+            "sample": sample,
         }
 
     def _catalog_or_problem(self) -> tuple[CodeCatalog | None, str]:
@@ -516,7 +504,7 @@ class Workspace:
     ) -> dict[str, Any]:
         """Read the sampled rows' conversations through the API and plan them (no write)."""
         preview = self.preview(upload)
-        rows = [InputRow(**r) for r in preview.get("sample", [])]
+        rows: list[dict[str, Any]] = list(preview.get("sample", []))
         if not rows:
             return {"sampled": 0, "outcomes": {}, "rows": []}
         catalog = self.catalog()
@@ -525,35 +513,28 @@ class Workspace:
         outcomes: Counter[str] = Counter()
         shown: list[dict[str, Any]] = []
         for row in rows:
-            found = catalog.resolve(row.wrapup_code)
-            if found.code is None:
-                outcome, message = (found.status or Status.UNKNOWN_CODE).value, found.message
+            try:
+                view = parse_conversation(client.get_conversation(row["conversation_id"]))
+            except ApiError as err:
+                outcome = {404: "not_found", 403: "forbidden"}.get(err.status, "failed")
+                message = err.message if err.status else str(err)
             else:
-                try:
-                    view = parse_conversation(client.get_conversation(row.conversation_id))
-                except ApiError as err:
-                    outcome = {404: "not_found", 403: "forbidden"}.get(err.status, "failed")
-                    message = err.message if err.status else str(err)
+                the_plan = plan(
+                    view,
+                    code_id=row["code_id"],
+                    agent_id=row["agent_id"],
+                    participant=participant,
+                    on_existing=on_existing,
+                    name_of=catalog.name_of,
+                )
+                if the_plan.status is None:
+                    replacing = any(t.previous_code for t in the_plan.to_apply)
+                    outcome = "would_replace" if replacing else "would_apply"
                 else:
-                    the_plan = plan(
-                        view,
-                        code_id=found.code.id,
-                        agent_id=row.agent_id,
-                        participant=participant,
-                        on_existing=on_existing,
-                        name_of=catalog.name_of,
-                    )
-                    if the_plan.status is None:
-                        replacing = any(t.previous_code for t in the_plan.to_apply)
-                        outcome = "would_replace" if replacing else "would_apply"
-                    else:
-                        outcome = the_plan.status.value
-                    message = the_plan.message
+                    outcome = the_plan.status.value
+                message = the_plan.message
             outcomes[outcome] += 1
-            shown.append(
-                {"row": row.row, "conversation_id": row.conversation_id,
-                 "wrapup_code": row.wrapup_code, "outcome": outcome, "message": message}
-            )  # fmt: skip
+            shown.append({**row, "outcome": outcome, "message": message})
         return {"sampled": len(rows), "outcomes": dict(outcomes.most_common()), "rows": shown}
 
     # -- runs -----------------------------------------------------------------------------
@@ -875,6 +856,30 @@ class RunInfoOptions:
         on_existing = "replace" if options.get("on_existing") == "replace" else "skip"
         participant = "all-agents" if options.get("participant") == "all-agents" else "last-agent"
         return RunInfoOptions(on_existing, participant)  # type: ignore[arg-type]
+
+
+def _sample(book: Ledger, run_id: int, seed: str) -> list[dict[str, Any]]:
+    """Up to SAMPLE_SIZE of the rows a run would look up, each equally likely (reservoir)."""
+    rng = random.Random(seed)
+    chosen: list[dict[str, Any]] = []
+    seen = 0
+    for page in book.iter_work(run_id, DONE):
+        for item in page:
+            seen += 1
+            pick = seen - 1 if len(chosen) < SAMPLE_SIZE else rng.randrange(seen)
+            if pick < SAMPLE_SIZE:
+                entry = {
+                    "row": item.row,
+                    "conversation_id": item.conversation_id,
+                    "wrapup_code": item.code_name,
+                    "code_id": item.code_id,
+                    "agent_id": item.agent_id,
+                }
+                if pick < len(chosen):
+                    chosen[pick] = entry
+                else:
+                    chosen.append(entry)
+    return sorted(chosen, key=lambda e: int(e["row"]))
 
 
 def _status(value: str) -> Status | None:
