@@ -364,6 +364,38 @@ def test_revert_puts_back_what_a_finished_run_replaced(web: Web) -> None:
     assert web.emulator.state.wrapups[replaced].name == "Complaint"
 
 
+def test_stop_finishes_what_is_in_flight_and_the_run_resumes(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    from web_helpers import make_web
+
+    slow = make_web(emulator, tmp_path, rate_limit=60)  # 30 rows a minute
+    try:
+        sign_in(slow)
+        token = token_of(upload(slow))
+        run_id = int(apply(slow, token).headers["location"].rsplit("/", 1)[1])
+        page = slow.client.get(f"/runs/{run_id}").text
+        assert 'id="stop-button"' in page and f'data-events="/runs/{run_id}/events"' in page
+        stopped = slow.client.post(
+            f"/runs/{run_id}/stop", data={"csrf_token": csrf(slow)}, follow_redirects=False
+        )
+        assert stopped.status_code == 303
+        state = wait_for_end(slow, run_id)
+        assert state["state"] == "stopped" and not state["interrupted"]
+        assert state["counts"].get("pending", 0) > 0  # rows left for the resume
+        assert 'id="resume-button"' in slow.client.get(f"/runs/{run_id}").text
+        resumed = slow.client.post(
+            f"/runs/{run_id}/resume", data={"csrf_token": csrf(slow)}, follow_redirects=False
+        )
+        assert resumed.headers["location"] == f"/runs/{run_id + 1}"
+        slow.client.post(f"/runs/{run_id + 1}/stop", data={"csrf_token": csrf(slow)})
+        wait_for_end(slow, run_id + 1)
+    finally:
+        slow.workspace.close()
+    posts = emulator.stats()["posts_per_communication"]
+    assert set(posts.values()) <= {1}
+
+
 def test_events_stream_progress_and_the_end(web: Web) -> None:
     sign_in(web)
     run_id = int(apply(web, token_of(upload(web))).headers["location"].rsplit("/", 1)[1])
