@@ -214,6 +214,7 @@ class RunView:
     message: str
     exit_code: int | None
     upload: str | None  # the upload's token, when the page started the run
+    phase: str = ""  # a run of this server: ingest, resolve, apply (else "")
     failures: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -233,6 +234,7 @@ class RunView:
             "kind": self.kind,
             "rows_per_minute": self.rows_per_minute,
             "eta_seconds": self.eta_seconds,
+            "phase": self.phase,
         }
 
 
@@ -710,14 +712,25 @@ class Workspace:
                 return meter.view
         run = self.get_run(run_id)
         live = self._live.get(run_id)
-        counts = run_counts(self.ledger, run)
-        total = sum(counts.values())
-        unfinished = sum(n for s, n in counts.items() if _status(s) in UNFINISHED)
-        done = total - unfinished
         running = run.finished is None and (
             (live is not None and live.result is None and live.error is None)
             or self._held_by(run_id)
         )
+        phase = ""
+        if running and live is not None and live.progress is not None:
+            # this server's run: the runner's own progress (the ledger's rows still carry
+            # the statuses of earlier runs until this one reaches them)
+            progress = live.progress
+            phase = progress.phase
+            total = progress.total
+            done = progress.done if phase == "apply" else 0
+            counts = dict(progress.counts) if phase == "apply" else {}
+            if total > done:
+                counts[Status.PENDING.value] = total - done
+        else:
+            counts = run_counts(self.ledger, run)
+            total = sum(counts.values())
+            done = total - sum(n for s, n in counts.items() if _status(s) in UNFINISHED)
         if run.finished is None and not running:
             state, interrupted = "stopped", True
         elif running:
@@ -750,6 +763,7 @@ class Workspace:
             eta_seconds=eta,
             message=str(summary.get("message") or ""),
             exit_code=run.exit_code,
+            phase=phase,
             upload=self._upload_of(run_id),
             failures=self._failures(run_id),
         )

@@ -1729,8 +1729,9 @@ def serve(**params: Any) -> None:
         if opts.sandbox:
             click.echo("sandbox: sign in as analyst@example.com / analyst-password")
 
-    with _errors_reported(None):
+    with _errors_reported(None), suppress(KeyboardInterrupt):  # Ctrl-C: the normal way out
         serve_page(options, ready)
+    click.echo("wrapup-batch page stopped")
 
 
 def _sample(name: str) -> Path:

@@ -44,7 +44,15 @@ def _kind(status: str) -> str:
     return "bad" if found in NOT_FINE else "other"
 
 
+def _when(stamp: str | None) -> str:
+    """An ISO time from the ledger as `2026-12-03 09:59 UTC`."""
+    if not stamp:
+        return "—"
+    return stamp[:16].replace("T", " ") + " UTC"
+
+
 _env.filters["duration"] = _duration
+_env.filters["when"] = _when
 _env.filters["kind"] = _kind
 _env.filters["num"] = lambda n: f"{int(n):,}"
 
