@@ -442,3 +442,16 @@ def test_analyst_identity_comes_from_genesys(web: Web) -> None:
     sign_in(web, ANALYST)
     page = web.client.get("/").text
     assert "Ana Analyst" in page and "view only" not in page
+
+
+def test_a_session_expires_after_its_hours(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from wrapup_batch.web import auth
+
+    sign_in(web)
+    assert web.client.get("/", follow_redirects=False).status_code == 200
+    later = time.time() + 8 * 3600 + 60  # the default 8 hours, and a minute
+    monkeypatch.setattr(auth, "_now", lambda: later)
+    expired = web.client.get("/", follow_redirects=False)
+    assert expired.status_code == 303 and expired.headers["location"].startswith("/login")

@@ -1694,7 +1694,13 @@ def _demo_comment(step: int, results: Sequence[RunResult], ledger: str, csv_file
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
 @_LEDGER_OPTION
 @click.option("--data-dir", help="Folder for uploaded files (default: beside the ledger).")
 @click.option("--sandbox", is_flag=True, help="Batches and sign-in on the built-in emulator.")
@@ -1711,8 +1717,20 @@ def _demo_comment(step: int, results: Sequence[RunResult], ledger: str, csv_file
     help="Code Authorization (PKCE) client for sign-in [env WRAPUP_BATCH_LOGIN_CLIENT_ID].",
 )
 @click.option("--https", is_flag=True, help="Reached over https (a TLS proxy): Secure cookies.")
-@click.option("--rate-limit", type=click.FloatRange(min=1), default=300, show_default=True)
-@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Requests per minute of the page's batches.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Workers per batch.",
+)
 def serve(**params: Any) -> None:
     """Serve the analysts' page: sign in, upload, preview, apply, watch, download results."""
     _begin_command()

@@ -40,6 +40,10 @@ class AuthSettings:
     session_hours: float = 8.0
 
 
+def _now() -> float:
+    return time.time()
+
+
 def current_user(request: Request) -> User | None:
     settings: AuthSettings = request.app.state.auth
     if settings.no_auth and settings.local is not None:
@@ -48,7 +52,7 @@ def current_user(request: Request) -> User | None:
     data = request.session.get("user")
     if not isinstance(data, dict):
         return None
-    if float(request.session.get("expires", 0)) < time.time():
+    if float(request.session.get("expires", 0)) < _now():
         request.session.clear()
         return None
     return User(str(data["id"]), str(data["name"]), bool(data["can_apply"]))
@@ -136,7 +140,7 @@ async def auth_callback(request: Request) -> Response:
         raise HTTPException(401, str(err)) from None
     request.session.clear()
     request.session["user"] = {"id": who.id, "name": who.name, "can_apply": who.can_apply}
-    request.session["expires"] = time.time() + settings.session_hours * 3600
+    request.session["expires"] = _now() + settings.session_hours * 3600
     ensure_csrf(request)
     return RedirectResponse(_safe_next(str(pending.get("next") or "/")), 303)
 
