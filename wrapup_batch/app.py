@@ -761,7 +761,7 @@ class Workspace:
             rate_limit=limit,
             rows_per_minute=round(rate, 1),
             eta_seconds=eta,
-            message=str(summary.get("message") or ""),
+            message=self._text_shown(run_id, str(summary.get("message") or "")),
             exit_code=run.exit_code,
             phase=phase,
             upload=self._upload_of(run_id),
@@ -801,6 +801,16 @@ class Workspace:
             return None
         token = data.get("upload")
         return token if isinstance(token, str) else None
+
+    def _text_shown(self, run_id: int, text: str) -> str:
+        """A run's message with its upload's server path replaced by the file's name."""
+        token = self._upload_of(run_id)
+        if token is None or not text:
+            return text
+        try:
+            return self.get_upload(token).shown(text)
+        except NotFound:
+            return text
 
     def _source_shown(self, run: RunInfo) -> str:
         """A run's source, with an upload's server path replaced by its file name."""
