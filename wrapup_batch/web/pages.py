@@ -77,7 +77,7 @@ async def home(request: Request) -> Response:
 async def post_upload(request: Request) -> Response:
     ws = workspace(request)
     length = request.headers.get("content-length")
-    if length is None:
+    if length is None or not length.isdigit():
         raise HTTPException(411, "The upload must say its length (Content-Length).")
     if int(length) > ws.max_upload + 64 * 1024:  # the form's own fields are small
         return _too_large(request, ws)
