@@ -44,8 +44,10 @@ def main() -> None:
     cli = [sys.executable, "-c", "from wrapup_batch.cli import main; main()"]
     # a command-line run first, so that the history shows one
     subprocess.run(
-        [*cli, "run", str(ROOT / "sample_data" / "reclassify.csv"), "--sandbox", "--dry-run",
-         "--ledger", str(ledger), "-q"],  # fmt: skip
+        [
+            *(*cli, "run", str(ROOT / "sample_data" / "reclassify.csv")),
+            *("--sandbox", "--dry-run", "--ledger", str(ledger), "-q"),
+        ],
         check=False,
         cwd=work,
     )
