@@ -128,7 +128,12 @@ def bench_apply(env: dict[str, str], rows: int, folder: Path) -> dict[str, Any]:
         upload_id, _seconds, _state = upload_to_preview(client, path)
         answer = client.post(
             f"/runs/{upload_id}/apply",
-            data={"csrf_token": csrf(client), "on_existing": "skip", "participant": "last-agent"},
+            data={
+                "csrf_token": csrf(client),
+                "on_existing": "skip",
+                "participant": "last-agent",
+                "confirm_count": str(rows),  # above 1,000 rows the count is typed
+            },
         )
         assert answer.status_code == 303, answer.text[:300]
         run_path = answer.headers["location"]
