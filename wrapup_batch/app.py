@@ -52,10 +52,10 @@ from wrapup_batch.ledger import (
     Ledger,
     RunInfo,
     StartedBy,
-    _lock_is_stale,
     items,
     lock_table,
 )
+from wrapup_batch.ledger.locking import _lock_is_stale
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
 from wrapup_batch.planner import OnExisting, ParticipantMode, plan
 from wrapup_batch.planner import conversation_from_json as parse_conversation
