@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import os
-import random
 import re
 import secrets
 import shutil
@@ -37,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 
 from wrapup_batch.api_settings import ApiSettings
 from wrapup_batch.codes import CodeCatalog
@@ -54,6 +53,7 @@ from wrapup_batch.ledger import (
     StartedBy,
     items,
     lock_table,
+    run_rows,
 )
 from wrapup_batch.ledger.locking import _lock_is_stale
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
@@ -441,7 +441,7 @@ class Workspace:
                     message=found.message,
                 )
             book.mark_conflicts(run_id, DONE)
-        sample = _sample(book, run_id, upload.token) if catalog is not None else []
+        sample = _sample(book, run_id) if catalog is not None else []
         for value, count in values.most_common(CODE_VALUES_SHOWN):
             line: dict[str, Any] = {"value": value, "rows": count}
             if catalog is not None:
@@ -482,6 +482,18 @@ class Workspace:
             return self.catalog(), ""
         except WrapupBatchError as err:
             return None, f"The org's wrap-up codes could not be read: {err}"
+
+    def warm_up(self) -> None:
+        """Read the org's codes in the background (the SDK's import and a token take seconds),
+        so that the first preview does not wait for them; a failure is only logged."""
+
+        def read() -> None:
+            try:
+                self.catalog()
+            except Exception as exc:  # the preview says what is wrong, in time
+                log.warning("could not read the org's wrap-up codes yet: %s", exc)
+
+        threading.Thread(target=read, name="wrapup-web-warm-up", daemon=True).start()
 
     def catalog(self) -> CodeCatalog:
         """The org's wrap-up codes, read with the server's client (kept five minutes)."""
@@ -882,28 +894,34 @@ class RunInfoOptions:
         return RunInfoOptions(on_existing, participant)  # type: ignore[arg-type]
 
 
-def _sample(book: Ledger, run_id: int, seed: str) -> list[dict[str, Any]]:
-    """Up to SAMPLE_SIZE of the rows a run would look up, each equally likely (reservoir)."""
-    rng = random.Random(seed)
-    chosen: list[dict[str, Any]] = []
-    seen = 0
-    for page in book.iter_work(run_id, DONE):
-        for item in page:
-            seen += 1
-            pick = seen - 1 if len(chosen) < SAMPLE_SIZE else rng.randrange(seen)
-            if pick < SAMPLE_SIZE:
-                entry = {
-                    "row": item.row,
-                    "conversation_id": item.conversation_id,
-                    "wrapup_code": item.code_name,
-                    "code_id": item.code_id,
-                    "agent_id": item.agent_id,
-                }
-                if pick < len(chosen):
-                    chosen[pick] = entry
-                else:
-                    chosen.append(entry)
-    return sorted(chosen, key=lambda e: int(e["row"]))
+def _sample(book: Ledger, run_id: int) -> list[dict[str, Any]]:
+    """Up to SAMPLE_SIZE of the rows a run would look up, drawn at random by the database."""
+    status = func.coalesce(run_rows.c.status, items.c.status)
+    query = (
+        select(
+            run_rows.c.row,
+            items.c.conversation_id,
+            items.c.code_name,
+            items.c.code_id,
+            items.c.agent_id,
+        )
+        .select_from(run_rows.join(items, items.c.id == run_rows.c.item_id))
+        .where(and_(run_rows.c.run_id == run_id, status == Status.PENDING.value))
+        .order_by(func.random())
+        .limit(SAMPLE_SIZE)
+    )
+    with book.engine.connect() as conn:
+        found = conn.execute(query).all()
+    return [
+        {
+            "row": r[0],
+            "conversation_id": r[1],
+            "wrapup_code": r[2],
+            "code_id": r[3],
+            "agent_id": r[4],
+        }
+        for r in sorted(found)
+    ]
 
 
 def _status(value: str) -> Status | None:

@@ -115,6 +115,7 @@ def serve(options: ServeOptions, on_ready: Callable[[str, ServeOptions], None]) 
             concurrency=options.concurrency,
             max_upload=options.max_upload,
         )
+        workspace.warm_up()
         auth = AuthSettings(
             api_host=api.host,
             client_id=client_id,
