@@ -918,7 +918,7 @@ def _sample(book: Ledger, run_id: int) -> list[dict[str, Any]]:
             "conversation_id": r[1],
             "wrapup_code": r[2],
             "code_id": r[3],
-            "agent_id": r[4],
+            "agent_id": r[4] or None,
         }
         for r in sorted(found)
     ]
