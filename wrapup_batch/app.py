@@ -362,8 +362,8 @@ class Workspace:
         headers = read_header(upload.spec())
         columns: dict[str, str] = {}
         for canonical in CANONICAL_COLUMNS:
-            header = (mapping.get(canonical) or "").strip()
-            if not header:
+            header = mapping.get(canonical) or ""
+            if not header.strip():
                 if canonical in REQUIRED_COLUMNS:
                     raise PageError(f"Pick the column that holds {canonical}.")
                 continue
