@@ -51,12 +51,13 @@ def page(env: dict[str, str], folder: Path, *args: str) -> Iterator[tuple[str, i
         found = re.search(r"(http://127\.0\.0\.1:\d+)", process.stdout.readline())
         assert found, "the page did not start"
         url = found.group(1)
-        for _ in range(300):
+        for _ in range(600):  # up, and done reading the org's codes (as long after a start)
             try:
-                if httpx.get(url + "/healthz").status_code == 200:
+                if httpx.get(url + "/healthz").json().get("codes_ready"):
                     break
             except httpx.HTTPError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         yield url, process.pid
     finally:
         process.send_signal(signal.SIGINT)
@@ -234,21 +235,24 @@ def main() -> None:
     parser.add_argument("--apply-rows", type=int, default=1_500)
     parser.add_argument("--json", type=Path, default=OUT / "web.json")
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--skip-apply", action="store_true")
     args = parser.parse_args()
     result: dict[str, Any] = {"machine": machine()}
     generate = max(args.rows, args.large_rows, args.apply_rows)
     with emulator(generate=generate, rate_limit=0, latency_ms=5) as emu, scratch("web-") as tmp:
         env = emu.env
         result["preview_100k"] = bench_preview(env, args.rows, tmp / "a", 50)
-        result["apply_1200_per_minute"] = bench_apply(env, args.apply_rows, tmp / "b")
+        if not args.skip_apply:
+            result["apply_1200_per_minute"] = bench_apply(env, args.apply_rows, tmp / "b")
         if not args.skip_large:
             result["preview_1m"] = bench_preview(env, args.large_rows, tmp / "c", 200)
     targets = {
         "upload_to_preview_100k_s<=10": result["preview_100k"]["upload_to_preview_seconds"] <= 10,
-        "progress_lag_s<=2": (result["apply_1200_per_minute"]["progress_lag_seconds_max"] or 0)
-        <= 2,
-        "page_p95_ms<=300": result["apply_1200_per_minute"]["page_p95_ms"] <= 300,
     }
+    if "apply_1200_per_minute" in result:
+        applying = result["apply_1200_per_minute"]
+        targets["progress_lag_s<=2"] = (applying["progress_lag_seconds_max"] or 0) <= 2
+        targets["page_p95_ms<=300"] = applying["page_p95_ms"] <= 300
     if "preview_1m" in result:
         targets["peak_rss_1m_mb<=400"] = result["preview_1m"]["server_peak_rss_mb"] <= 400
     result["targets_met"] = targets

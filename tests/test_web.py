@@ -58,6 +58,7 @@ def test_the_session_cookie_is_signed_http_only_and_same_site(web: Web) -> None:
 
 
 def test_upload_preview_shows_every_verdict_without_writing(web: Web) -> None:
+    assert web.client.get("/healthz").json() == {"ok": True, "codes_ready": False}
     sign_in(web)
     preview_url = upload(web)
     page = web.client.get(preview_url)
@@ -79,6 +80,7 @@ def test_upload_preview_shows_every_verdict_without_writing(web: Web) -> None:
     assert state["counts"]["pending"] == 16
     assert state["started_by"]["name"] == "Ana Analyst"
     assert web.emulator.stats()["posts_accepted"] == 0
+    assert web.client.get("/healthz").json()["codes_ready"] is True  # read once, then kept
 
 
 def test_sampled_lookup_projects_the_outcomes_and_writes_nothing(web: Web) -> None:

@@ -495,6 +495,11 @@ class Workspace:
 
         threading.Thread(target=read, name="wrapup-web-warm-up", daemon=True).start()
 
+    @property
+    def codes_ready(self) -> bool:
+        """Whether the org's codes are read (the first preview then does not wait for them)."""
+        return self._catalog is not None
+
     def catalog(self) -> CodeCatalog:
         """The org's wrap-up codes, read with the server's client (kept five minutes)."""
         with self._lock:

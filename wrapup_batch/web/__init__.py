@@ -144,7 +144,10 @@ def create_app(
         Route("/auth/callback", auth_callback, name="auth_callback"),
         Route("/logout", logout, methods=["POST"]),
         Route("/signed-out", p.signed_out),
-        Route("/healthz", lambda _r: JSONResponse({"ok": True})),
+        Route(
+            "/healthz",
+            lambda _r: JSONResponse({"ok": True, "codes_ready": workspace.codes_ready}),
+        ),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [
