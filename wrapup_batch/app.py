@@ -584,6 +584,7 @@ class Workspace:
                     self._factory,
                     progress=self._progress_of(live),
                     stop=live.stop,
+                    api=self.api,
                     started_by=user.started_by,
                 )
             finally:
@@ -631,6 +632,7 @@ class Workspace:
                     self._factory,
                     progress=self._progress_of(live),
                     stop=live.stop,
+                    api=self.api,
                     started_by=user.started_by,
                 )
             finally:

@@ -1740,6 +1740,8 @@ def serve(**params: Any) -> None:
     except ImportError as exc:
         _fail(f"the page needs the web extra: pip install 'wrapup-batch[web]' ({exc})", 2)
 
+    if params["sandbox"] and not _given(click.get_current_context(), "ledger"):
+        params["ledger"] = SANDBOX_LEDGER  # the emulator never shares a real org's ledger
     options = ServeOptions(**{**params, "max_upload": params["max_upload"] * 1024 * 1024})
 
     def ready(url: str, opts: ServeOptions) -> None:
