@@ -228,15 +228,19 @@ def test_status_lists_each_run_and_the_rows_still_to_do(
         "unknown_code 2, ambiguous_code 1, conflict 2, not_found 1, not_ended 1, no_agent 2, "
         "forbidden 1"
     )
+    who = runs[0]["started_by"]["name"]  # the OS account that ran the command
+    assert runs[1]["started_by"] == runs[0]["started_by"]
+    assert runs[0]["started_by"]["id"].startswith("os:")
     expected = [
         f"ledger {db}: 2 run(s)",
         f"org '{DEFAULT_ORG_NAME}' (id {DEFAULT_ORG_ID}), first used through "
         f"{emulator.base_url} as OAuth client {CLIENT} on {org['since']}",
-        f"run 1 (dry run): exit 1, 22 row(s), {runs[0]['started']} to {runs[0]['finished']}",
+        f"run 1 (dry run): exit 1, 22 row(s), {runs[0]['started']} to {runs[0]['finished']} "
+        f"by {who}",
         f"    source: {RECLASSIFY}",
         "    fine: unchanged 1, skipped 1, duplicate 1, would_apply 9",
         f"    not fine: {todo}",
-        f"run 2 (run): exit 1, 22 row(s), {runs[1]['started']} to {runs[1]['finished']}",
+        f"run 2 (run): exit 1, 22 row(s), {runs[1]['started']} to {runs[1]['finished']} by {who}",
         f"    source: {RECLASSIFY}",
         "    fine: applied 9, unchanged 1, skipped 1, duplicate 1",
         f"    not fine: {todo}",
@@ -276,12 +280,12 @@ def test_status_shows_a_run_that_has_not_finished(tmp_path: Path) -> None:
     result = cli("status", "--ledger", db)
 
     assert result.exit_code == 0
-    started = query(db, "SELECT started FROM runs")[0]["started"]
+    started, who = query(db, "SELECT started, started_by_name FROM runs")[0].values()
     assert result.stdout.splitlines() == [
         f"ledger {db}: 1 run(s)",
         "org: none recorded yet (the next run that reaches an org records it)",
         "run 1 (run): not finished (running now, or stopped without a summary), 0 row(s), "
-        f"started {started}",
+        f"started {started} by {who}",
         "    source: in.csv",
         "still to do after run 1: nothing",
     ]

@@ -18,6 +18,7 @@ from wrapup_batch.ledger import (
     ItemUpdate,
     Ledger,
     ResolvedCode,
+    StartedBy,
     ledger_url,
     lock_table,
 )
@@ -281,7 +282,7 @@ OUTCOME_COLUMNS = (
 )
 
 
-@pytest.mark.parametrize("schema", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("schema", [1, 2, 3, 4, 5, 6])
 def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
     ledger_target: str, schema: int
 ) -> None:
@@ -291,8 +292,13 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
     run_id = _start(ledger)
     ledger.ingest(run_id, [InputRow(1, A, "Sales"), InputRow(2, B, "Sales")])
     ledger.close()
-    # added in schema 6
-    older = [f"ALTER TABLE run_rows DROP COLUMN {column}" for column in OUTCOME_COLUMNS]
+    # make it look like a ledger of that schema
+    older = [
+        "ALTER TABLE runs DROP COLUMN started_by_id",  # added in schema 7
+        "ALTER TABLE runs DROP COLUMN started_by_name",
+    ]
+    if schema < 6:
+        older += [f"ALTER TABLE run_rows DROP COLUMN {column}" for column in OUTCOME_COLUMNS]
     if schema < 4:
         older.append("ALTER TABLE items DROP COLUMN wrapup_end_time")  # added in schema 4
     if schema < 3:
@@ -302,7 +308,6 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
             "ALTER TABLE items DROP COLUMN communication_target",
             "ALTER TABLE items DROP COLUMN expected_code",
         ]
-    # make it look like a ledger of that schema
     _sql(ledger_target, *older, f"UPDATE meta SET value = '{schema}' WHERE key = 'schema_version'")
 
     migrated = Ledger.open(ledger_target)
@@ -320,6 +325,8 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
     assert version == [(str(SCHEMA_VERSION),)]
     assert set(OUTCOME_COLUMNS) <= row_columns
     assert sorted(links) == [(1, A), (2, B)]
+    old_run = migrated.get_run(run_id)
+    assert old_run is not None and old_run.started_by is None  # nobody was recorded then
     work = [w for page in migrated.iter_work(run_id, DONE) for w in page]
     assert [(w.conversation_id, w.communication_id) for w in work] == [(A, None), (B, None)]
     rows = [r for page in migrated.iter_results(run_id) for r in page]
@@ -352,3 +359,15 @@ def test_a_postgresql_ledger_that_cannot_be_reached_is_named_without_its_passwor
     assert "s3cret-pw" not in message
     assert f"ledger postgresql+psycopg://wrapup:***@127.0.0.1:{port}/ledger:" in message
     assert "check the --ledger path or URL" in message
+
+
+def test_a_run_records_who_started_it(ledger: Ledger) -> None:
+    by_user = ledger.start_run(
+        source="a.csv", options={}, dry_run=False, started_by=StartedBy("u-1", "Ana Analyst")
+    )
+    by_os = _start(ledger)
+    first, second = ledger.get_run(by_user), ledger.get_run(by_os)
+    assert first is not None and first.started_by == StartedBy("u-1", "Ana Analyst")
+    assert second is not None and second.started_by is not None
+    assert second.started_by.id.startswith("os:")
+    assert "@" in second.started_by.name

@@ -157,6 +157,8 @@ def test_an_older_ledger_is_migrated_and_bound_with_a_warning(
     invoke(emulator, tmp_path, RECLASSIFY, "--dry-run")
     with sqlite3.connect(db) as conn:  # as the version before (ledger schema 4) left it
         conn.execute("DELETE FROM meta WHERE key LIKE 'org_%'")
+        conn.execute("ALTER TABLE runs DROP COLUMN started_by_id")  # added in schema 6
+        conn.execute("ALTER TABLE runs DROP COLUMN started_by_name")
         conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
         for column in OUTCOME_COLUMNS:  # added in schema 6
             conn.execute(f"ALTER TABLE run_rows DROP COLUMN {column}")

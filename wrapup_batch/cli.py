@@ -1648,6 +1648,10 @@ def demo(output: str) -> None:
         "      your own CSV (conversation_id, wrapup_code) on the emulator; its conversations "
         "are listed by\n      `wrapup-batch emulator --list 20`. Each --sandbox call starts a "
         "fresh emulator.\n"
+        "  wrapup-batch serve --sandbox\n"
+        "      the analysts' page on the emulator: open http://127.0.0.1:8080 and sign in as "
+        "analyst@example.com /\n      analyst-password (viewer@example.com / viewer-password "
+        "may only preview)\n"
         '  Then the README\'s "Pointing it at your org" for a real org, with --dry-run first.'
     )
 
@@ -1686,6 +1690,68 @@ def _demo_comment(step: int, results: Sequence[RunResult], ledger: str, csv_file
         f"({result.summary['requests']} requests: the code list and their conversations); "
         "they stay so until the input\n   (or the conversation) changes."
     )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
+@_LEDGER_OPTION
+@click.option("--data-dir", help="Folder for uploaded files (default: beside the ledger).")
+@click.option("--sandbox", is_flag=True, help="Batches and sign-in on the built-in emulator.")
+@click.option("--no-auth", is_flag=True, help="No sign-in (only on 127.0.0.1/::1/localhost).")
+@click.option(
+    "--max-upload",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Largest upload, in MB.",
+)
+@click.option(
+    "--login-client-id",
+    help="Code Authorization (PKCE) client for sign-in [env WRAPUP_BATCH_LOGIN_CLIENT_ID].",
+)
+@click.option("--https", is_flag=True, help="Reached over https (a TLS proxy): Secure cookies.")
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Requests per minute of the page's batches.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Workers per batch.",
+)
+def serve(**params: Any) -> None:
+    """Serve the analysts' page: sign in, upload, preview, apply, watch, download results."""
+    _begin_command()
+    try:
+        from wrapup_batch.web.server import ServeOptions
+        from wrapup_batch.web.server import serve as serve_page
+    except ImportError as exc:
+        _fail(f"the page needs the web extra: pip install 'wrapup-batch[web]' ({exc})", 2)
+
+    if params["sandbox"] and not _given(click.get_current_context(), "ledger"):
+        params["ledger"] = SANDBOX_LEDGER  # the emulator never shares a real org's ledger
+    options = ServeOptions(**{**params, "max_upload": params["max_upload"] * 1024 * 1024})
+
+    def ready(url: str, opts: ServeOptions) -> None:
+        click.echo(f"wrapup-batch page: {url}  (ledger {opts.ledger}; Ctrl-C to stop)")
+        if opts.sandbox:
+            click.echo("sandbox: sign in as analyst@example.com / analyst-password")
+
+    with _errors_reported(None), suppress(KeyboardInterrupt):  # Ctrl-C: the normal way out
+        serve_page(options, ready)
+    click.echo("wrapup-batch page stopped")
 
 
 def _sample(name: str) -> Path:

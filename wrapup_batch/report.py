@@ -238,6 +238,11 @@ def status_data(ledger: Ledger) -> dict[str, Any]:
                 "started": run.started,
                 "finished": run.finished,
                 "source": run.source,
+                "started_by": (
+                    {"id": run.started_by.id, "name": run.started_by.name}
+                    if run.started_by
+                    else None
+                ),
                 "exit_code": run.exit_code,
                 "rows": sum(run_counts(ledger, run).values()),
                 "counts": run_counts(ledger, run),
@@ -281,7 +286,8 @@ def format_status(data: Mapping[str, Any]) -> str:
         else:
             outcome = "not finished (running now, or stopped without a summary)"
             when = f"started {run['started']}"
-        lines.append(f"run {run['id']} ({kind}): {outcome}, {run['rows']} row(s), {when}")
+        who = f" by {run['started_by']['name']}" if run.get("started_by") else ""
+        lines.append(f"run {run['id']} ({kind}): {outcome}, {run['rows']} row(s), {when}{who}")
         lines.append(f"    source: {run['source']}")
         lines.extend(f"    {line}" for line in format_counts(run["counts"]))
     still = data["still_to_do"]

@@ -43,6 +43,7 @@ from wrapup_batch.ledger import (
     ItemUpdate,
     Ledger,
     ResolvedCode,
+    StartedBy,
     WorkItem,
     now_iso,
 )
@@ -111,6 +112,7 @@ class Progress:
     done: int = 0
     total: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    run_id: int = 0  # the ledger's id of the run (0 before the run is recorded)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -146,6 +148,7 @@ class _Input:
     kind: str
     description: str
     rows: Callable[[], Iterable[list[InputRow]]]
+    started_by: StartedBy | None = None
 
 
 def run_batch(
@@ -157,15 +160,17 @@ def run_batch(
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     api: ApiSettings | None = None,
+    started_by: StartedBy | None = None,
 ) -> RunResult:
     """Run one batch on a ledger the caller opened; the ledger lock is held throughout.
 
     `api` (the settings the client factory uses) lets a run whose ledger already records the
-    same API host and OAuth client skip asking Genesys which org it reaches.
+    same API host and OAuth client skip asking Genesys which org it reaches. `started_by` is
+    recorded with the run (default: this process's OS account).
     """
     limit = options.limit
     description = describe_source(source) + (f", first {limit} row(s)" if limit else "")
-    given = _Input("run", description, lambda: _first_rows(read_rows(source), limit))
+    given = _Input("run", description, lambda: _first_rows(read_rows(source), limit), started_by)
     return _locked_run(ledger, given, options, client_factory, progress, stop, api)
 
 
@@ -178,10 +183,13 @@ def revert_batch(
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     api: ApiSettings | None = None,
+    started_by: StartedBy | None = None,
 ) -> RunResult:
     """Put back the previous codes a run replaced, as a new run of kind `revert`."""
     options = replace(options, on_existing="replace", participant="all-agents", limit=None)
-    given = _Input("revert", f"revert of run {run_id}", lambda: revert_rows(ledger, run_id))
+    given = _Input(
+        "revert", f"revert of run {run_id}", lambda: revert_rows(ledger, run_id), started_by
+    )
     check_revertible(ledger, run_id)
     return _locked_run(ledger, given, options, client_factory, progress, stop, api)
 
@@ -238,7 +246,13 @@ class _Run:
         self.given = given
         self.options = options
         self.client_factory = client_factory
-        self.progress = progress or (lambda _p: None)
+        report = progress or (lambda _p: None)
+
+        def stamped(p: Progress) -> None:
+            p.run_id = self.run_id
+            report(p)
+
+        self.progress = stamped
         self.stop = stop
         self.started = time.monotonic()
         self.deadline = (
@@ -267,6 +281,7 @@ class _Run:
             options=self.options.as_dict(),
             dry_run=self.options.dry_run,
             kind=self.given.kind,
+            started_by=self.given.started_by,
         )
         try:
             self._ingest()

@@ -52,6 +52,7 @@ from PureCloudPlatformClientV2 import (  # noqa: E402
     ConversationsApi,
     PureCloudRegionHosts,
     RoutingApi,
+    UsersApi,
     WrapupInput,
 )
 from PureCloudPlatformClientV2.abstract_http_client import AbstractHttpClient  # noqa: E402
@@ -67,5 +68,6 @@ __all__ = [
     "PureCloudRegionHosts",
     "RESTResponse",
     "RoutingApi",
+    "UsersApi",
     "WrapupInput",
 ]

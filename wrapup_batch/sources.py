@@ -55,11 +55,15 @@ __all__ = [
     "CANONICAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "SourceSpec",
+    "csv_layout",
     "describe_source",
     "mask_url",
+    "match_columns",
     "normalise_conversation_id",
     "normalise_header",
+    "read_header",
     "read_rows",
+    "sheet_names",
 ]
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("conversation_id", "wrapup_code")
@@ -517,6 +521,31 @@ def _detect_delimiter(name: str, header_line: str) -> str:
 
 def _read_csv(spec: SourceSpec, path: Path, head: bytes) -> Iterator[list[InputRow]]:
     name = str(path)
+    encoding, delimiter, headers = _csv_header(spec, path, head)
+    resolved = _resolve_columns(headers, spec, name, "the header (line 1)")
+    if isinstance(resolved, str):
+        text = head.decode(encoding, errors="replace")
+        try:
+            later = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter))
+        except csv.Error:
+            later = []
+        raise InputError(
+            resolved + (_header_further_down(later[1:21], "line") or _missing_column_hints(headers))
+        )
+
+    try:
+        yield from _parse_csv(spec, path, encoding, delimiter, resolved)
+    except UnicodeDecodeError as exc:
+        raise _decode_error(name, path, encoding, exc) from None
+    except pd.errors.ParserError as exc:
+        raise _parser_error(name, str(exc), delimiter) from None
+    except (pd.errors.EmptyDataError, ValueError, OSError, csv.Error) as exc:
+        raise InputError(f"{name} cannot be read as CSV: {_first_line(exc)}.") from None
+
+
+def _csv_header(spec: SourceSpec, path: Path, head: bytes) -> tuple[str, str, list[str]]:
+    """(encoding, delimiter, the header's cells) of a CSV file, from its first bytes."""
+    name = str(path)
     encoding = _detect_encoding(spec, head)
     _check_not_binary(name, head, encoding)
     text = head.decode(encoding, errors="replace")  # for sniffing only; pandas decodes strictly
@@ -536,24 +565,7 @@ def _read_csv(spec: SourceSpec, path: Path, head: bytes) -> Iterator[list[InputR
         headers = next(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter))
     except csv.Error as exc:
         raise InputError(f"{name}: the header (line 1) cannot be read: {exc}.") from None
-    resolved = _resolve_columns(headers, spec, name, "the header (line 1)")
-    if isinstance(resolved, str):
-        try:
-            later = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter))
-        except csv.Error:
-            later = []
-        raise InputError(
-            resolved + (_header_further_down(later[1:21], "line") or _missing_column_hints(headers))
-        )
-
-    try:
-        yield from _parse_csv(spec, path, encoding, delimiter, resolved)
-    except UnicodeDecodeError as exc:
-        raise _decode_error(name, path, encoding, exc) from None
-    except pd.errors.ParserError as exc:
-        raise _parser_error(name, str(exc), delimiter) from None
-    except (pd.errors.EmptyDataError, ValueError, OSError, csv.Error) as exc:
-        raise InputError(f"{name} cannot be read as CSV: {_first_line(exc)}.") from None
+    return encoding, delimiter, headers
 
 
 def _parse_csv(
@@ -807,6 +819,78 @@ def _take(records: Iterator[tuple[object, ...]], count: int) -> list[tuple[objec
         if len(batch) == count:
             break
     return batch
+
+
+# --------------------------------------------------------------------------- headers and sheets
+
+
+def sheet_names(path: Path) -> list[str]:
+    """The sheets of an XLSX workbook, in order; `[]` for a CSV file. InputError when the file
+    cannot be read (the same messages as `read_rows`)."""
+    head = _read_head(path)
+    if not head.startswith(_ZIP_MAGIC):
+        return []
+    try:
+        with path.open("rb") as stream:
+            workbook = load_workbook(stream, read_only=True, data_only=True)
+            try:
+                return list(workbook.sheetnames)
+            finally:
+                workbook.close()
+    except Exception as exc:  # openpyxl raises anything from KeyError to BadZipFile
+        raise InputError(
+            f"{path} is not a valid XLSX workbook ({_first_line(exc)}); open it in a "
+            "spreadsheet and save it again as .xlsx, or export the sheet as CSV."
+        ) from None
+
+
+def read_header(spec: SourceSpec) -> list[str]:
+    """The header cells of the file `spec.path` (of `spec.sheet` for a workbook), as
+    `read_rows` sees them: for showing them, and for `match_columns`."""
+    if spec.path is None:
+        raise UsageError("read_header needs a file")
+    path = spec.path
+    head = _read_head(path)
+    if not head:
+        raise InputError(f"{path} is empty: expected a header line with conversation_id and "
+                         "wrapup_code, then one line per conversation.")  # fmt: skip
+    if head.startswith(_OLE_MAGIC):
+        raise InputError(
+            f"{path} is an old-style Excel .xls workbook, which is not supported: save it as "
+            ".xlsx or CSV and try again."
+        )
+    if not head.startswith(_ZIP_MAGIC):
+        return _csv_header(spec, path, head)[2]
+    sheets = sheet_names(path)
+    sheet = _pick_sheet(spec, str(path), sheets)
+    with path.open("rb") as stream:
+        workbook = load_workbook(stream, read_only=True, data_only=True)
+        try:
+            records = workbook[sheet].iter_rows(values_only=True)
+            return _find_header(records, f"{path}, sheet {sheet!r}")[1]
+        finally:
+            workbook.close()
+
+
+def csv_layout(spec: SourceSpec) -> tuple[str, str, list[str]]:
+    """(encoding, delimiter, header cells) of the CSV file `spec.path`, as `read_rows` reads it."""
+    if spec.path is None:
+        raise UsageError("csv_layout needs a file")
+    return _csv_header(spec, spec.path, _read_head(spec.path))
+
+
+def match_columns(headers: Sequence[str], columns: Mapping[str, str]) -> dict[str, int]:
+    """Canonical column -> position in `headers`, matched as `read_rows` matches them (with
+    `columns` as `--column` mappings); the columns that no header matches are left out."""
+    found: dict[str, int] = {}
+    keys = [_header_key(h) for h in headers]
+    mapping = {normalise_header(k): v for k, v in columns.items()}
+    for canonical in CANONICAL_COLUMNS:
+        wanted = _header_key(mapping.get(canonical, canonical))
+        hits = [i for i, key in enumerate(keys) if key == wanted]
+        if len(hits) == 1:
+            found[canonical] = hits[0]
+    return found
 
 
 # --------------------------------------------------------------------------- SQL

@@ -90,6 +90,12 @@ from aiohttp import BasicAuth, web
 from aiohttp.web_urldispatcher import AbstractRoute
 
 from wrapup_batch.emulator.config import EmulatorConfig
+from wrapup_batch.emulator.login import (
+    LOGIN_KEY,
+    add_login_routes,
+    authorization_code_grant,
+    login_users_me,
+)
 from wrapup_batch.emulator.model import (
     ANALYTICS_PERMISSIONS,
     MEDIA_TYPES,
@@ -326,13 +332,16 @@ def _http_exception_as_genesys(exc: web.HTTPException) -> web.Response:
 
 
 async def oauth_token(request: web.Request) -> web.StreamResponse:
-    """`POST /oauth/token`: client credentials with HTTP Basic auth."""
+    """`POST /oauth/token`: client credentials with HTTP Basic auth (or, for a user signing
+    in, the authorization-code grant with PKCE: `login.authorization_code_grant`)."""
     state = request.app[STATE_KEY]
     try:
         basic: BasicAuth | None = BasicAuth.decode(request.headers.get("Authorization", ""))
     except ValueError:
         basic = None
     form = await request.post()
+    if form.get("grant_type") == "authorization_code":  # a user signing in (login.py)
+        return authorization_code_grant(request.app[LOGIN_KEY], state, form)
     client = state.clients.get(basic.login) if basic is not None else None
     if (
         basic is None
@@ -700,7 +709,10 @@ async def get_organization_me(request: web.Request) -> web.StreamResponse:
 
 
 async def get_users_me(request: web.Request) -> web.StreamResponse:
-    """`GET /api/v2/users/me`: the user of a user's token."""
+    """`GET /api/v2/users/me`: the user of a user's token (or of a login, `login.py`)."""
+    signed_in = login_users_me(request)
+    if signed_in is not None:
+        return signed_in
     state = request.app[STATE_KEY]
     _, _, token = request.headers.get("Authorization", "").partition(" ")
     user_id = state.user_of(token.strip())
@@ -868,6 +880,7 @@ def make_app(state: EmulatorState) -> web.Application:
     r.add_get(WRAPUP_ROUTE, get_wrapup, allow_head=False)
     r.add_post(WRAPUP_ROUTE, post_wrapup)
     r.add_get("/api/v2/analytics/conversations/details", get_analytics_details, allow_head=False)
+    add_login_routes(app, state.seed.login)
     r.add_get("/__emulator__/stats", get_stats, allow_head=False)
     r.add_post("/__emulator__/reset", post_reset)
     r.add_get("/__emulator__/config", get_config, allow_head=False)

@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from wrapup_batch.emulator.login import LoginSeed, parse_login_seed
 from wrapup_batch.emulator.model import (
     MEDIA_ARRAYS,
     NEVER_TERMINATED,
@@ -67,6 +68,7 @@ class Seed:
     generate: int = 0
     #: queue id → the ids of its wrap-up codes (queues without a `wrapupCodes` list: absent)
     queue_codes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    login: LoginSeed = field(default_factory=LoginSeed)  # the login side (emulator/login.py)
 
     @property
     def default_client(self) -> OAuthClient:
@@ -172,7 +174,16 @@ def parse_seed(data: Mapping[str, Any], generate: int = 0) -> Seed:
     for seq, w in enumerate(wrapups.values(), start=1):
         w.seq = seq
     return Seed(
-        clients, divisions, codes, users, queues, conversations, wrapups, generate, queue_codes
+        clients,
+        divisions,
+        codes,
+        users,
+        queues,
+        conversations,
+        wrapups,
+        generate,
+        queue_codes,
+        parse_login_seed(data),
     )
 
 

@@ -30,7 +30,9 @@ from wrapup_batch.ledger.records import (
     ResolvedCode,
     ResultRow,
     RunInfo,
+    StartedBy,
     WorkItem,
+    local_account,
     now_iso,
 )
 from wrapup_batch.ledger.schema import (
@@ -57,10 +59,12 @@ __all__ = [
     "ResolvedCode",
     "ResultRow",
     "RunInfo",
+    "StartedBy",
     "WorkItem",
     "item_key",
     "items",
     "ledger_url",
+    "local_account",
     "lock_table",
     "masked",
     "meta_table",

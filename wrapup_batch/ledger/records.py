@@ -3,7 +3,10 @@ the item statuses that decide what a run does again."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -106,6 +109,23 @@ class ResultRow(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class StartedBy:
+    """Who started a run: a Genesys user (id and name) or an OS account (id `os:<user>`)."""
+
+    id: str
+    name: str
+
+
+def local_account() -> StartedBy:
+    """The operating-system account running this process (command line, cron)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return StartedBy(f"os:{user}", f"{user}@{socket.gethostname()}")
+
+
+@dataclass(frozen=True, slots=True)
 class RunInfo:
     id: int
     kind: str
@@ -117,6 +137,7 @@ class RunInfo:
     counts: dict[str, int] | None
     summary: dict[str, Any] | None
     exit_code: int | None
+    started_by: StartedBy | None = None
 
 
 def run_info(row: Any) -> RunInfo:
@@ -131,4 +152,7 @@ def run_info(row: Any) -> RunInfo:
         counts=json.loads(row["counts"]) if row["counts"] else None,
         summary=json.loads(row["summary"]) if row["summary"] else None,
         exit_code=row["exit_code"],
+        started_by=StartedBy(row["started_by_id"], row["started_by_name"] or "")
+        if row["started_by_id"]
+        else None,
     )

@@ -13,14 +13,21 @@ from sqlalchemy import delete, insert, select, update
 
 from wrapup_batch.errors import LedgerError
 from wrapup_batch.ledger.locking import Locking
-from wrapup_batch.ledger.records import RunInfo, now_iso, run_info
+from wrapup_batch.ledger.records import RunInfo, StartedBy, local_account, now_iso, run_info
 from wrapup_batch.ledger.schema import items, run_rows, runs
 
 
 class Runs(Locking):
     def start_run(
-        self, *, source: str, options: Mapping[str, Any], dry_run: bool, kind: str = "run"
+        self,
+        *,
+        source: str,
+        options: Mapping[str, Any],
+        dry_run: bool,
+        kind: str = "run",
+        started_by: StartedBy | None = None,
     ) -> int:
+        who = started_by or local_account()
         with self.engine.begin() as conn:
             result = conn.execute(
                 insert(runs).values(
@@ -31,6 +38,8 @@ class Runs(Locking):
                     dry_run=dry_run,
                     pid=os.getpid(),
                     host=socket.gethostname(),
+                    started_by_id=who.id,
+                    started_by_name=who.name,
                 )
             )
             run_id = result.inserted_primary_key[0] if result.inserted_primary_key else None

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from wrapup_batch.errors import LedgerError
 from wrapup_batch.models import Status
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 
@@ -64,6 +64,10 @@ runs = Table(
     Column("exit_code", Integer),
     Column("pid", Integer),
     Column("host", String),
+    # schema 7: who started the run: the signed-in user of the web page (Genesys user id and
+    # name), or the operating-system account for the command line and cron ("os:<user>")
+    Column("started_by_id", String),
+    Column("started_by_name", Text),
 )
 
 items = Table(
@@ -191,6 +195,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE run_rows ADD COLUMN outcome_http_status INTEGER",
         "ALTER TABLE run_rows ADD COLUMN outcome_error_code VARCHAR",
         "ALTER TABLE run_rows ADD COLUMN outcome_context_id VARCHAR",
+    ),
+    6: (
+        "ALTER TABLE runs ADD COLUMN started_by_id VARCHAR",
+        "ALTER TABLE runs ADD COLUMN started_by_name TEXT",
     ),
 }
 
