@@ -206,7 +206,7 @@ OUTCOME_COLUMNS = (
 )
 
 
-@pytest.mark.parametrize("schema", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("schema", [1, 2, 3, 4, 5, 6])
 def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, schema: int) -> None:
     """Made from today's schema with the later columns dropped; the real ledgers written by
     schema 1 and 2 are in test_ledger_migration.py."""
@@ -216,8 +216,13 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, sc
     ledger.ingest(run_id, [InputRow(1, A, "Sales"), InputRow(2, B, "Sales")])
     ledger.close()
     with sqlite3.connect(path) as conn:  # make it look like a ledger of that schema
-        for column in OUTCOME_COLUMNS:  # added in schema 6
-            conn.execute(f"ALTER TABLE run_rows DROP COLUMN {column}")
+        if schema < 6:
+            for column in OUTCOME_COLUMNS:  # added in schema 6
+                conn.execute(f"ALTER TABLE run_rows DROP COLUMN {column}")
+        conn.execute("ALTER TABLE runs DROP COLUMN work_ready")  # added in schema 7, with:
+        conn.execute("ALTER TABLE run_rows DROP COLUMN held_by")
+        for table in ("workers", "conversation_claims", "rate_budgets"):
+            conn.execute(f"DROP TABLE {table}")
         if schema < 4:
             conn.execute("ALTER TABLE items DROP COLUMN wrapup_end_time")  # added in schema 4
         if schema < 3:
@@ -239,6 +244,8 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path: Path, sc
     assert {"communication_target", "expected_code", "wrapup_end_time"} <= columns
     assert version == (str(SCHEMA_VERSION),)
     assert set(OUTCOME_COLUMNS) <= row_columns
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"workers", "conversation_claims", "rate_budgets"} <= tables
     assert sorted(links) == [(1, A), (2, B)]
     work = [w for page in migrated.iter_work(run_id, DONE) for w in page]
     assert [(w.conversation_id, w.communication_id) for w in work] == [(A, None), (B, None)]

@@ -14,7 +14,12 @@ Tables:
 - `run_rows`: one row per input row of a run, pointing at its item (`item_key`, and `item_id`
   for joins); row-level statuses (`invalid`, `duplicate`) live here, everything else on the
   item.
-- `lock`: at most one row: the live run that owns the ledger.
+- `lock`: at most one row: a live run of a wrapup-batch older than schema 7, which owned the
+  whole ledger (a newer run waits for none, but refuses to share a ledger with such a run).
+- `workers` (schema 7): every process that works on a run (the run's own, and those that
+  joined it with `work`): pid, host, OAuth client, heartbeat and lease.
+- `conversation_claims` (schema 7): which worker is changing which conversation, until when.
+- `rate_budgets` (schema 7): one OAuth client's shared send schedule (`ledger.budget`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Float,
     Integer,
     MetaData,
     String,
@@ -38,7 +44,7 @@ from sqlalchemy import (
 from wrapup_batch.errors import LedgerError
 from wrapup_batch.models import Status
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 
@@ -64,6 +70,8 @@ runs = Table(
     Column("exit_code", Integer),
     Column("pid", Integer),
     Column("host", String),
+    # schema 7: when the run's codes were resolved, so that workers may join it
+    Column("work_ready", String),
 )
 
 items = Table(
@@ -121,6 +129,9 @@ run_rows = Table(
     Column("outcome_http_status", Integer),
     Column("outcome_error_code", String),
     Column("outcome_context_id", String),
+    # schema 7: the run whose live worker was changing this row's conversation, so that this
+    # run left the row to a later one
+    Column("held_by", Integer),
     # No index on (run_id, item_key): kept up to date on every ingested row, in the random
     # order of the keys, it cost more than half of a million-row ingest. Every query walks
     # a run's rows by the primary key and reaches items through item_id; ledgers
@@ -137,6 +148,46 @@ lock_table = Table(
     Column("acquired", String, nullable=False),
     Column("heartbeat", String, nullable=False),
 )
+
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False),
+    Column("role", String, nullable=False),  # run (the process that started it) or work
+    Column("pid", Integer, nullable=False),
+    Column("host", String, nullable=False),
+    Column("client_id", String, nullable=False, server_default=""),
+    Column("started", String, nullable=False),
+    Column("heartbeat", String, nullable=False),
+    Column("lease_until", Float, nullable=False),  # epoch seconds
+    Column("finished", String),
+)
+
+conversation_claims = Table(
+    "conversation_claims",
+    metadata,
+    Column("conversation_id", String, primary_key=True),
+    Column("worker_id", Integer, nullable=False),
+    Column("run_id", Integer, nullable=False),
+    Column("lease_until", Float, nullable=False),  # epoch seconds
+)
+
+rate_budgets = Table(
+    "rate_budgets",
+    metadata,
+    Column("client_id", String, primary_key=True),
+    Column("limit_per_minute", Float, nullable=False),
+    Column("next_slot", Float, nullable=False),  # epoch seconds
+    Column("paused_until", Float, nullable=False),
+    Column("rate", Float, nullable=False),  # per minute, as of `rate_at`
+    Column("rate_at", Float, nullable=False),
+    Column("lowered_at", Float, nullable=False),
+)
+
+#: The tables schema 7 added (created by the migration to it).
+_SCHEMA_7_TABLES = (workers, conversation_claims, rate_budgets)
 
 
 def check_or_create(conn: Any, display: str, *, create: bool) -> None:
@@ -192,6 +243,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE run_rows ADD COLUMN outcome_error_code VARCHAR",
         "ALTER TABLE run_rows ADD COLUMN outcome_context_id VARCHAR",
     ),
+    6: (
+        "ALTER TABLE runs ADD COLUMN work_ready VARCHAR",
+        "ALTER TABLE run_rows ADD COLUMN held_by INTEGER",
+    ),
 }
 
 
@@ -200,6 +255,8 @@ def _migrate(conn: Any, found: int) -> None:
     for version in range(found, SCHEMA_VERSION):
         for statement in _MIGRATIONS[version]:
             conn.execute(text(statement))
+        if version == 6:
+            metadata.create_all(conn, tables=list(_SCHEMA_7_TABLES))
     conn.execute(
         update(meta_table)
         .where(meta_table.c.key == "schema_version")
