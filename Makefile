@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck pytest bench bench-large clean bench-budget \
 	bench-default-limit bench-storm bench-seed-flow bench-concurrency bench-cpu bench-scale \
-	bench-emulator bench-resolve
+	bench-emulator bench-resolve bench-workers
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,7 +51,7 @@ bench-large: $(BENCH_STAMP)
 	$(BENCH_RUN) --only large
 
 # One benchmark at a time.
-bench-budget bench-default-limit bench-storm bench-seed-flow bench-concurrency bench-cpu bench-scale bench-emulator bench-resolve: $(BENCH_STAMP)
+bench-budget bench-default-limit bench-storm bench-seed-flow bench-concurrency bench-cpu bench-scale bench-emulator bench-resolve bench-workers: $(BENCH_STAMP)
 	$(BENCH_RUN) --only $(subst -,_,$(patsubst bench-%,%,$@))
 
 clean:

@@ -83,6 +83,19 @@ JOBS: dict[str, tuple[list[str], int]] = {
         ],
         2,
     ),
+    # issue 11: several workers and runs on one ledger (about 7 minutes; needs PostgreSQL)
+    "workers": (
+        [
+            "bench_workers.py",
+            "--duration",
+            "90",
+            "--rows",
+            "100",
+            "--json",
+            str(OUT / "workers.json"),
+        ],
+        2,
+    ),
     "emulator": (
         ["bench_emulator.py", "--duration", "10", "--json", str(OUT / "emulator.json")],
         3,
@@ -315,6 +328,42 @@ def summary() -> list[str]:
                 f"{ms} ms marginal ({whole} ms with start-up, {cpu['rows']} rows)",
                 "<= 3 ms",
                 ms <= 3,
+            )
+    workers = load("workers.json")
+    if workers:
+        for name in ("workers", "kill"):
+            w = workers.get(name)
+            if not w:
+                continue
+            if name == "workers":
+                line(
+                    "I11 3 workers x 3 clients @300/250, PostgreSQL: rows/min",
+                    f"{w['rows_per_minute_10_90']} = {w['fraction_of_ideal']:.1%} of "
+                    f"{w['ideal_rows_per_minute']}",
+                    ">= 95 %",
+                    w["fraction_of_ideal"] >= 0.95,
+                )
+            else:
+                line(
+                    "I11 a SIGKILLed worker's claims taken over",
+                    f"{w['seconds_from_kill_to_takeover']} s (lease {w['lease_seconds']} s), "
+                    f"all applied {w['every_row_applied']}, "
+                    f"twice-POSTed {w['communications_posted_twice']}",
+                    "within the lease, every row fine, 0 duplicates",
+                    w["taken_over_within_the_lease"]
+                    and w["every_row_applied"]
+                    and w["communications_posted_twice"] == 0,
+                )
+        for name in ("shared_sqlite", "shared_postgresql"):
+            w = workers.get(name)
+            if not w:
+                continue
+            shares = [r["share_of_client_budget"] for r in w["runs"]]
+            line(
+                f"I11 two runs on one client @300/250, {w['database']}",
+                f"429s {w['fraction_429']:.2%}, shares {shares}",
+                "429s < 1 %, each >= 1/3",
+                w["fraction_429"] < 0.01 and min(shares) >= 1 / 3,
             )
     conc = load("concurrency.json")
     if conc:

@@ -189,6 +189,7 @@ def test_status_of_a_ledger_without_runs(tmp_path: Path) -> None:
         "org": None,
         "runs": [],
         "still_to_do": None,
+        "live": [],
     }
 
 

@@ -38,6 +38,8 @@ from wrapup_batch.emulator import (
     default_seed_path,
     generated_conversation_id,
     load_seed,
+    worker_client_id,
+    worker_client_secret,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -847,6 +849,37 @@ def test_rate_limit_429_with_retry_after_then_admitted_again(
         "200": 7,
         "429": 2,
     }
+
+
+def test_rate_limit_per_client_counts_every_token_of_a_client_in_one_window(
+    make_emulator: Callable[..., EmulatorHandle],
+) -> None:
+    handle = make_emulator(
+        EmulatorConfig(
+            rate_limit=4, rate_window_s=30.0, rate_limit_scope="client", worker_clients=2
+        )
+    )
+    assert handle.client(worker_client_id(2)).client_secret == worker_client_secret(2)
+    path = f"/api/v2/conversations/{conv_id(1)}"
+    first, second = token_for(handle), token_for(handle)
+    assert [raw(handle, "GET", path, t).status for t in (first, second, first, second)] == [200] * 4
+    # a new token of the same client meets the same full window
+    assert raw(handle, "GET", path, token_for(handle)).status == 429
+    # another client (a worker client, a copy of the default one) has its own window
+    worker = token_for(handle, worker_client_id(1))
+    assert raw(handle, "GET", path, worker).status == 200
+    by_client = handle.stats(detail=False)["by_client"]
+    assert by_client == {
+        handle.client_id: {"admitted": 4, "throttled": 1},
+        worker_client_id(1): {"admitted": 1, "throttled": 0},
+    }
+    # switched back to per token at run time: a fresh token has a window of its own again
+    response = raw(handle, "POST", "/__emulator__/config", json={"rate_limit_scope": "token"})
+    assert response.status == 200
+    assert raw(handle, "GET", path, token_for(handle)).status == 200
+    refused = raw(handle, "POST", "/__emulator__/config", json={"rate_limit_scope": "org"})
+    assert refused.status == 400
+    assert "rate_limit_scope must be one of token, client" in refused.data.decode()
 
 
 def test_storm_answers_429_until_it_ends(emulator: EmulatorHandle) -> None:

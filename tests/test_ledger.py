@@ -282,7 +282,7 @@ OUTCOME_COLUMNS = (
 )
 
 
-@pytest.mark.parametrize("schema", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("schema", [1, 2, 3, 4, 5, 6, 7])
 def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
     ledger_target: str, schema: int
 ) -> None:
@@ -294,9 +294,17 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
     ledger.close()
     # make it look like a ledger of that schema
     older = [
-        "ALTER TABLE runs DROP COLUMN started_by_id",  # added in schema 7
-        "ALTER TABLE runs DROP COLUMN started_by_name",
+        "ALTER TABLE runs DROP COLUMN work_ready",  # added in schema 8, with:
+        "ALTER TABLE run_rows DROP COLUMN held_by",
+        "DROP TABLE workers",
+        "DROP TABLE conversation_claims",
+        "DROP TABLE rate_budgets",
     ]
+    if schema < 7:
+        older += [
+            "ALTER TABLE runs DROP COLUMN started_by_id",  # added in schema 7
+            "ALTER TABLE runs DROP COLUMN started_by_name",
+        ]
     if schema < 6:
         older += [f"ALTER TABLE run_rows DROP COLUMN {column}" for column in OUTCOME_COLUMNS]
     if schema < 4:
@@ -315,6 +323,7 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
     engine = create_engine(ledger_url(ledger_target))
     columns = {column["name"] for column in inspect(engine).get_columns("items")}
     row_columns = {column["name"] for column in inspect(engine).get_columns("run_rows")}
+    tables = set(inspect(engine).get_table_names())
     engine.dispose()
     version = _sql(ledger_target, "SELECT value FROM meta WHERE key = 'schema_version'")
     links = _sql(
@@ -324,6 +333,7 @@ def test_an_older_ledger_is_migrated_forward_keeping_its_rows(
     assert {"communication_target", "expected_code", "wrapup_end_time"} <= columns
     assert version == [(str(SCHEMA_VERSION),)]
     assert set(OUTCOME_COLUMNS) <= row_columns
+    assert {"workers", "conversation_claims", "rate_budgets"} <= tables
     assert sorted(links) == [(1, A), (2, B)]
     old_run = migrated.get_run(run_id)
     assert old_run is not None and old_run.started_by is None  # nobody was recorded then

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -193,14 +194,14 @@ def test_a_log_file_that_cannot_be_written_is_a_usage_error(
 # -- overlapping runs ------------------------------------------------------------------------------
 
 
-def holds_lock(db: Path) -> bool:
+def holds_claims(db: Path) -> bool:
     try:
-        return bool(query(db, "SELECT pid FROM lock"))
+        return bool(query(db, "SELECT worker_id FROM conversation_claims"))
     except sqlite3.OperationalError:  # not created yet
         return False
 
 
-def test_a_second_run_while_another_process_holds_the_ledger_exits_5(
+def test_a_second_run_while_another_is_alive_leaves_it_the_rows_it_holds(
     emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
     source = generated_csv(tmp_path / "in.csv", 8)
@@ -208,7 +209,7 @@ def test_a_second_run_while_another_process_holds_the_ledger_exits_5(
     emulator.config.latency_ms = 150
     first = start_run(emulator, tmp_path, source, "--ledger", db, "--concurrency", "1", "-q")
     try:
-        started = wait_for(lambda: holds_lock(db), 30.0)
+        started = wait_for(lambda: holds_claims(db), 30.0)
         assert started, first.stderr.read() if first.stderr else ""
         assert wait_for(lambda: emulator.stats(False)["posts_accepted"] >= 1, 30.0)
 
@@ -216,27 +217,41 @@ def test_a_second_run_while_another_process_holds_the_ledger_exits_5(
         status = cli("status", "--ledger", db, env={})
 
         assert first.poll() is None  # the first run was alive all along
-        assert second.exit_code == 5
-        host = socket.gethostname()
-        started_at = query(db, "SELECT acquired FROM lock")[0]["acquired"]
-        assert second.stderr == (
-            f"Error: ledger {db} is in use by run 1 (pid {first.pid} on {host}, started "
-            f"{started_at}); wait for it to finish, or use another --ledger\n"
+        # the first run claimed all 8 conversations at once: the second leaves those it has
+        # not finished yet, and sends nothing
+        assert second.exit_code == 4, second.stderr
+        left = re.match(
+            r"run 2: stopped early with (\d+) row\(s\) still to do; run again to resume "
+            r"\((\d+) left because another run was changing their conversations\)",
+            second.stderr,
         )
+        assert left and left[1] == left[2], second.stderr
+        held = query(db, "SELECT held_by, message FROM run_rows WHERE held_by IS NOT NULL")
+        assert len(held) == int(left[1]) >= 1
+        assert {r["held_by"] for r in held} == {1}
+        assert {r["message"] for r in held} == {
+            "left for a later run: run 1 was changing this conversation; "
+            "run the same input again once it has finished"
+        }
         assert "run 1 (run): not finished (running now, or stopped without a summary)" in (
             status.stdout
         )
+        assert "live now: 1 run(s), 1 worker(s)" in status.stdout
+        assert f"run 1 run worker 1: pid {first.pid} on {socket.gethostname()}" in status.stdout
         _, err = first.communicate(timeout=60)
     finally:
         if first.poll() is None:
             first.kill()
             first.wait()
     assert first.returncode == 0, err
-    assert query(db, "SELECT id, exit_code FROM runs") == [{"id": 1, "exit_code": 0}]
-    assert query(db, "SELECT * FROM lock") == []
+    assert query(db, "SELECT id, exit_code FROM runs") == [
+        {"id": 1, "exit_code": 0},
+        {"id": 2, "exit_code": 4},
+    ]
+    assert query(db, "SELECT * FROM conversation_claims") == []
     emulator.config.latency_ms = 0
 
-    third = cli("run", source, "--ledger", db, "-q", env=env_for(emulator))  # free again
+    third = cli("run", source, "--ledger", db, "-q", env=env_for(emulator))  # all done
     assert third.exit_code == 0, third.stderr
     stats = emulator.stats(detail=True)
     assert len(stats["posts_per_communication"]) == 8

@@ -162,6 +162,10 @@ def test_an_older_ledger_is_migrated_and_bound_with_a_warning(
         conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
         for column in OUTCOME_COLUMNS:  # added in schema 6
             conn.execute(f"ALTER TABLE run_rows DROP COLUMN {column}")
+        conn.execute("ALTER TABLE runs DROP COLUMN work_ready")  # schema 7's additions
+        conn.execute("ALTER TABLE run_rows DROP COLUMN held_by")
+        for table in ("workers", "conversation_claims", "rate_budgets"):
+            conn.execute(f"DROP TABLE {table}")
 
     run = invoke(emulator, tmp_path, RECLASSIFY)
 

@@ -317,18 +317,18 @@ def test_code_names_and_file_names_are_escaped(web: Web) -> None:
     assert "default-src 'self'" in web.client.get("/").headers["content-security-policy"]
 
 
-def test_a_second_apply_while_the_ledger_is_held_gets_a_clear_message(web: Web) -> None:
+def test_an_apply_while_an_older_version_holds_the_ledger_gets_a_clear_message(web: Web) -> None:
     sign_in(web)
     token = token_of(upload(web))
     other = Ledger.open(str(web.ledger))
-    other.acquire_lock()  # as a run of another process would hold it
+    other.acquire_lock()  # as a run of a wrapup-batch before ledger schema 8 held it
     try:
         busy = apply(web, token)
     finally:
         other.release_lock()
         other.close()
     assert busy.status_code == 409
-    assert "Another run is applying on this ledger; try again when it ends" in busy.text
+    assert "A run of an older wrapup-batch holds this whole ledger; try again" in busy.text
     assert apply(web, token).status_code == 303
 
 

@@ -11,8 +11,9 @@ Nothing here imports a web framework.
 Files and runs are reached by id only: an upload by a random token (its file lives in
 `<data dir>/uploads/<token>/`), a run by its ledger id. Every run records who started it.
 
-One run applies at a time on one ledger (the ledger's lock): a second one is refused with a
-clear message (`LedgerBusyError`) until claims replace the whole-ledger lock.
+Many runs share one ledger (the ledger's claims): two analysts, and the nightly job, may apply
+at once, and each conversation is changed by one run at a time. Only a run of an older
+wrapup-batch, which held the whole ledger, refuses a new one (`LedgerBusyError`: a clear page).
 """
 
 from __future__ import annotations
@@ -52,10 +53,9 @@ from wrapup_batch.ledger import (
     RunInfo,
     StartedBy,
     items,
-    lock_table,
     run_rows,
 )
-from wrapup_batch.ledger.locking import _lock_is_stale
+from wrapup_batch.ledger.locking import pid_alive
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
 from wrapup_batch.planner import OnExisting, ParticipantMode, plan
 from wrapup_batch.planner import conversation_from_json as parse_conversation
@@ -703,8 +703,8 @@ class Workspace:
         error = live.error
         if isinstance(error, LedgerBusyError):
             raise Busy(
-                "Another run is applying on this ledger; try again when it ends "
-                f"(see the history). {error}"
+                "A run of an older wrapup-batch holds this whole ledger; try again when it "
+                f"ends (see the history). {error}"
             )
         if isinstance(error, WrapupBatchError):
             raise PageError(str(error))
@@ -791,14 +791,17 @@ class Workspace:
         return view
 
     def _held_by(self, run_id: int) -> bool:
-        """Whether a live process (this one or another) holds the ledger for this run."""
-        with self.ledger.engine.connect() as conn:
-            row = conn.execute(select(lock_table).where(lock_table.c.id == 1)).mappings().first()
-        if row is None or row["run_id"] != run_id:
-            return False
-        if row["pid"] == os.getpid() and row["host"] == socket.gethostname():
-            return run_id in self._live
-        return not _lock_is_stale(dict(row))
+        """Whether a live process other than this one is working on this run (a worker of it
+        whose lease has not passed; on this host, one whose process is still alive)."""
+        host = socket.gethostname()
+        for worker in self.ledger.live_workers():
+            if worker.run_id != run_id:
+                continue
+            if worker.host != host:
+                return True
+            if worker.pid != os.getpid() and pid_alive(worker.pid):
+                return True
+        return False
 
     def _failures(self, run_id: int) -> list[dict[str, Any]]:
         """The latest rows of the run that failed at Genesys, newest first."""

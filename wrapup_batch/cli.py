@@ -52,7 +52,7 @@ from wrapup_batch.errors import (
     WrapupBatchError,
 )
 from wrapup_batch.jobs import load_job, parse_duration
-from wrapup_batch.ledger import DEFAULT_LEDGER, Ledger, RunInfo
+from wrapup_batch.ledger import DEFAULT_LEASE_SECONDS, DEFAULT_LEDGER, Ledger, RunInfo
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
 from wrapup_batch.org import OrgIdentity, identify
 from wrapup_batch.planner import ConversationView, agent_participants
@@ -74,6 +74,7 @@ from wrapup_batch.runner import (
     Progress,
     RunOptions,
     RunResult,
+    join_run,
     revert_batch,
     run_batch,
 )
@@ -499,6 +500,12 @@ def main() -> None:
     """Bulk-apply Genesys Cloud wrap-up codes: throttled, resumable, every row recorded."""
 
 
+def _log_options_decorator(fn: F) -> F:
+    for option in reversed(_log_options()):
+        fn = option(fn)
+    return fn
+
+
 def _log_options() -> list[Callable[[F], F]]:
     return [
         click.option(
@@ -517,6 +524,17 @@ def _log_options() -> list[Callable[[F], F]]:
             "--verbose", "-v", is_flag=True, help="Log more: retries and every row on stderr."
         ),
     ]
+
+
+_LEASE_OPTION = click.option(
+    "--lease",
+    "lease",
+    type=click.FloatRange(min=5),
+    default=DEFAULT_LEASE_SECONDS,
+    show_default=True,
+    help="Seconds a claim on a conversation lasts without a heartbeat: after a worker dies, "
+    "another takes its rows over this long after its last heartbeat.",
+)
 
 
 def _run_options(fn: F) -> F:
@@ -626,6 +644,7 @@ def _run_options(fn: F) -> F:
             "ago (30m, 2h; 0 trusts analytics at once) through the Conversations API: analytics "
             "may not show a wrap-up set a moment ago.",
         ),
+        _LEASE_OPTION,
         click.option(
             "--sandbox",
             is_flag=True,
@@ -676,11 +695,12 @@ def _source_spec(
 def run(ctx: click.Context, /, **params: Any) -> None:
     """Apply the wrap-up codes listed in INPUT (or returned by --query, or named by --job).
 
-    Exit codes: 0 every row fine; 1 some rows not fine; 2 usage, input, output or ledger error
-    (nothing sent; a ledger of another org included); 3 aborted (credentials, a permission, or
-    the first wrap-ups all refused); 4 stopped early (rerun resumes); 5 the ledger is in use by
-    another run; 6 an unexpected error (a bug); 7 the API could not be reached before any work
-    (network, proxy, region).
+    Other runs may use the same ledger at once, and other processes may join this run
+    (`wrapup-batch work --run N`). Exit codes: 0 every row fine; 1 some rows not fine; 2 usage,
+    input, output or ledger error (nothing sent; a ledger of another org included); 3 aborted
+    (credentials, a permission, or the first wrap-ups all refused); 4 stopped early (rerun
+    resumes); 5 an older wrapup-batch is using the ledger; 6 an unexpected error (a bug); 7 the
+    API could not be reached before any work (network, proxy, region).
     """
     _begin_command()
     with _errors_reported(None):
@@ -690,6 +710,110 @@ def run(ctx: click.Context, /, **params: Any) -> None:
     with _errors_reported(params["log_file"]):
         result = _execute(params)
     sys.exit(result.exit_code)
+
+
+@main.command()
+@click.option(
+    "--ledger",
+    default=DEFAULT_LEDGER,
+    show_default=True,
+    help="The ledger of the run to join: the same file or URL the run uses.",
+)
+@click.option(
+    "--run",
+    "run_id",
+    type=click.IntRange(min=1),
+    required=True,
+    help="The run to work on (`wrapup-batch status` lists the live ones).",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Requests per minute (the org's limit for this process's OAuth client).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option("--max-runtime", help="Stop cleanly after this long (45s, 90m, 2h); exit 4.")
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds before one HTTP request is abandoned and retried.",
+)
+@_LEASE_OPTION
+@click.option("--summary-json", type=click.Path(), help="Write this worker's summary as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@_log_options_decorator
+def work(**params: Any) -> None:
+    """Join run N in its ledger as one more worker, with this process's own OAuth client
+    (GENESYSCLOUD_* from its environment), until none of the run's rows is left to do.
+
+    Start the run with `wrapup-batch run` on one host; start `work --run N` on as many others
+    as you have OAuth clients: each applies rows at its own client's rate limit, and the
+    results are the same whichever worker applied a row. Exit codes as `run` (0 the run's rows
+    are all fine, 1 some are not, 2, 3, 4).
+    """
+    _begin_command()
+    _setup_logging(params["log_file"], params["verbose"], params["log_format"])
+    with _errors_reported(params["log_file"]):
+        result = _execute_work(params)
+    sys.exit(result.exit_code)
+
+
+def _execute_work(params: dict[str, Any]) -> RunResult:
+    options = RunOptions(
+        rate_limit=params["rate_limit"],
+        concurrency=params["concurrency"],
+        max_runtime=_parse_duration(params["max_runtime"]),
+        request_timeout=params["request_timeout"],
+        lease_seconds=params["lease"],
+    )
+    reporter = _ProgressReporter(enabled=not params["quiet"], interactive=sys.stderr.isatty())
+    stop = threading.Event()
+    _LogContext.run_id = params["run_id"]
+    ledger = Ledger.open(params["ledger"], create=False)
+    try:
+        with (
+            _api_settings(False, options.request_timeout, None) as api,
+            _stop_on_signals(stop),
+        ):
+            _REDACT.add(api.client_secret)
+            log.info("worker joining run %d, ledger %s", params["run_id"], ledger.display)
+
+            def client_factory(throttle: Throttle) -> GenesysClient:
+                return _new_client(api, throttle, pool_size=options.concurrency + 2)
+
+            result = join_run(
+                ledger,
+                params["run_id"],
+                options,
+                client_factory,
+                progress=reporter,
+                stop=stop,
+                api=api,
+            )
+        reporter.close()
+        if params["summary_json"]:
+            write_summary_json(Path(params["summary_json"]), result.summary)
+    finally:
+        reporter.close()
+        ledger.close()
+    log.info(
+        "worker on run %d: %s",
+        result.run_id,
+        result.message,
+        extra={"run_id": result.run_id, "exit_code": result.exit_code, "counts": result.counts},
+    )
+    click.echo(format_summary(result.summary), err=True)
+    return result
 
 
 _SOURCE_PARAMS = ("input_path", "query", "query_file")
@@ -786,6 +910,7 @@ def _execute(
         analytics_settle=_parse_settle(params.get("analytics_settle", "1h")),
         stop_after_refusals=params.get("stop_after_refusals", DEFAULT_STOP_AFTER_REFUSALS),
         limit=params.get("limit"),
+        lease_seconds=params.get("lease") or DEFAULT_LEASE_SECONDS,
     )
     tty = sys.stderr.isatty() if interactive is None else interactive
     reporter = _ProgressReporter(enabled=not params["quiet"], interactive=tty)
@@ -809,7 +934,7 @@ def _execute(
             )
 
             def client_factory(throttle: Throttle) -> GenesysClient:
-                current = ledger.get_run()  # this run: started, and the ledger lock is ours
+                current = ledger.get_run()  # the last run: this one, unless another started since
                 _LogContext.run_id = current.id if current is not None else None
                 return _new_client(api, throttle, pool_size=options.concurrency + 2)
 

@@ -282,6 +282,7 @@ JOB_KEYS: dict[str, _Key] = {
     "lookup": _Key("lookup", _choice("conversations", "analytics")),
     "lookup_batch": _Key("lookup_batch", _integer(1, 100)),
     "analytics_settle": _Key("analytics_settle", _settle),
+    "lease": _Key("lease", _number(5, "seconds")),
     "sandbox": _Key("sandbox", _boolean),
     "log_file": _Key("log_file", _path),
     "log_format": _Key("log_format", _choice("text", "json")),

@@ -254,11 +254,26 @@ def status_data(ledger: Ledger) -> dict[str, Any]:
         todo = to_do(last["counts"], dry_run=bool(last["dry_run"]))
         still = {"run_id": last["id"], "rows": sum(todo.values()), "counts": todo}
     org = OrgIdentity.from_meta(ledger.read_meta(ORG_META_KEYS))
+    live = [
+        {
+            "worker_id": w.worker_id,
+            "run_id": w.run_id,
+            "role": w.role,
+            "pid": w.pid,
+            "host": w.host,
+            "client_id": w.client_id,
+            "started": w.started,
+            "heartbeat": w.heartbeat,
+            "claims": w.claims,
+        }
+        for w in ledger.live_workers()
+    ]
     return {
         "ledger": ledger.display,
         "org": org.as_dict() if org is not None else None,
         "runs": entries,
         "still_to_do": still,
+        "live": live,
     }
 
 
@@ -297,6 +312,15 @@ def format_status(data: Mapping[str, Any]) -> str:
         lines.extend(f"    {line}" for line in next_steps(still["counts"]))
     else:
         lines.append(f"still to do after run {still['run_id']}: nothing")
+    live: list[Mapping[str, Any]] = data.get("live", [])
+    if live:
+        lines.append(f"live now: {len({w['run_id'] for w in live})} run(s), {len(live)} worker(s)")
+        for w in live:
+            lines.append(
+                f"    run {w['run_id']} {w['role']} worker {w['worker_id']}: pid {w['pid']} on "
+                f"{w['host']}, OAuth client {w['client_id']}, holds {w['claims']} "
+                f"conversation(s), last heartbeat {w['heartbeat']}"
+            )
     return "\n".join(lines)
 
 

@@ -3,14 +3,21 @@
 `run_batch` wires the stages together and never prints: it reports through a progress
 callback and returns a `RunResult`. Threads:
 
-- the caller's thread ingests the input, resolves codes, then feeds items to the workers, a
-  bounded number at a time, in input order;
+- the caller's thread ingests the input, resolves codes, then claims items (a batch at a
+  time, `ledger.claims`) and feeds them to the workers, a bounded number at a time, in input
+  order;
 - `concurrency` workers look up, plan and apply one item each, sharing one throttle;
 - one recorder thread owns every ledger write during the work: it commits outcomes in batches
   and, for an item about to be POSTed, commits its `in_flight` mark before the worker may send.
 
 After a crash an `in_flight` item is looked up again: a communication that already carries the
 requested code was written by the interrupted run, so it is recorded `applied`, not resent.
+
+Several processes may work on one run: `run_batch` starts it, and `join_run` (`wrapup-batch
+work --run N`, on any host that reaches the ledger) adds a worker with its own OAuth client.
+Each claims the items it works on, so no item is worked twice, and each waits at the end for
+the claims the others still hold (taking them over if their worker dies). Every process on
+one OAuth client paces itself from that client's shared budget in the ledger (`throttle`).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -31,6 +38,7 @@ from wrapup_batch.codes import CodeCatalog
 from wrapup_batch.errors import (
     ApiError,
     AuthError,
+    LedgerError,
     LedgerOrgError,
     RequestRejectedError,
     TransientApiError,
@@ -39,6 +47,7 @@ from wrapup_batch.errors import (
 )
 from wrapup_batch.ledger import (
     DECIDED_BEFORE_WORK,
+    DEFAULT_LEASE_SECONDS,
     DONE,
     ItemUpdate,
     Ledger,
@@ -76,7 +85,7 @@ EXIT_NOT_FINE = 1
 EXIT_USAGE = 2
 EXIT_ABORTED = 3
 EXIT_STOPPED = 4
-EXIT_BUSY = 5  # another run holds the ledger (LedgerBusyError)
+EXIT_BUSY = 5  # an older wrapup-batch's run holds the ledger lock (LedgerBusyError)
 EXIT_INTERNAL = 6  # an unexpected error: a bug; the log has the details, a rerun resumes
 EXIT_UNREACHABLE = 7  # no token: the API could not be reached before any work (UnreachableError)
 
@@ -99,6 +108,7 @@ class RunOptions:
     stop_after_refusals: int = DEFAULT_STOP_AFTER_REFUSALS
     #: Only the first N rows of the input (None: all of them).
     limit: int | None = None
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +127,12 @@ class Progress:
 
 ProgressCallback = Callable[[Progress], None]
 LookupMode = Literal["conversations", "analytics"]
+#: What a worker joining a run takes from the run's options (the rest is its own).
+SHARED_OPTIONS = ("dry_run", "on_existing", "participant", "lookup", "lookup_batch")
+#: How often a worker looks again for work another worker of its run still holds (seconds).
+WAIT_POLL_SECONDS = 1.0
+#: How often a worker looks for claims whose worker died, to take them over (seconds).
+TAKEOVER_CHECK_SECONDS = 1.0
 #: After a stop signal, how long requests waiting on the throttle may go on before they are
 #: abandoned (their items stay pending or in_flight and the next run settles them).
 STOP_GRACE_SECONDS = 10.0
@@ -162,7 +178,7 @@ def run_batch(
     api: ApiSettings | None = None,
     started_by: StartedBy | None = None,
 ) -> RunResult:
-    """Run one batch on a ledger the caller opened; the ledger lock is held throughout.
+    """Run one batch on a ledger the caller opened; other runs may share it.
 
     `api` (the settings the client factory uses) lets a run whose ledger already records the
     same API host and OAuth client skip asking Genesys which org it reaches. `started_by` is
@@ -171,7 +187,7 @@ def run_batch(
     limit = options.limit
     description = describe_source(source) + (f", first {limit} row(s)" if limit else "")
     given = _Input("run", description, lambda: _first_rows(read_rows(source), limit), started_by)
-    return _locked_run(ledger, given, options, client_factory, progress, stop, api)
+    return _start_run(ledger, given, options, client_factory, progress, stop, api)
 
 
 def revert_batch(
@@ -191,7 +207,7 @@ def revert_batch(
         "revert", f"revert of run {run_id}", lambda: revert_rows(ledger, run_id), started_by
     )
     check_revertible(ledger, run_id)
-    return _locked_run(ledger, given, options, client_factory, progress, stop, api)
+    return _start_run(ledger, given, options, client_factory, progress, stop, api)
 
 
 def _first_rows(chunks: Iterable[list[InputRow]], limit: int | None) -> Iterator[list[InputRow]]:
@@ -214,7 +230,31 @@ def _first_rows(chunks: Iterable[list[InputRow]], limit: int | None) -> Iterator
             close()
 
 
-def _locked_run(
+def join_run(
+    ledger: Ledger,
+    run_id: int,
+    options: RunOptions,
+    client_factory: ClientFactory,
+    *,
+    progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    api: ApiSettings | None = None,
+) -> RunResult:
+    """Work on run `run_id` beside its own process (and any other worker) until none of its
+    items is left to do. What to do with each row (`SHARED_OPTIONS`) comes from the run;
+    concurrency, rate limit, deadline and lease are this worker's own."""
+    info = ledger.get_run(run_id)
+    if info is None:
+        raise LedgerError(f"ledger {ledger.display} has no run {run_id}; see `wrapup-batch status`")
+    shared = {k: info.options[k] for k in SHARED_OPTIONS if k in info.options}
+    options = replace(options, **shared)
+    given = _Input(info.kind, info.source, lambda: iter(()))
+    ledger.check_legacy_lock()
+    run = _Run(ledger, given, options, client_factory, progress, stop or threading.Event(), api)
+    return run.join(run_id)
+
+
+def _start_run(
     ledger: Ledger,
     given: _Input,
     options: RunOptions,
@@ -223,12 +263,9 @@ def _locked_run(
     stop: threading.Event | None,
     api: ApiSettings | None = None,
 ) -> RunResult:
-    ledger.acquire_lock()
-    try:
-        run = _Run(ledger, given, options, client_factory, progress, stop or threading.Event(), api)
-        return run.execute()
-    finally:
-        ledger.release_lock()
+    ledger.check_legacy_lock()
+    run = _Run(ledger, given, options, client_factory, progress, stop or threading.Event(), api)
+    return run.execute()
 
 
 class _Run:
@@ -272,6 +309,9 @@ class _Run:
         self.authenticated = False
         self.breaker = RefusalBreaker(options.stop_after_refusals)
         self.applied_here = 0  # rows this run applied (not those applied by earlier runs)
+        self.worker_id = 0
+        self.role = "run"
+        self.held = 0
 
     # -- the stages -----------------------------------------------------------------------
 
@@ -291,6 +331,7 @@ class _Run:
                 client = self._client()
                 catalog = self._prepare(client, requested)
                 self._log_decided()
+                self.ledger.mark_work_ready(self.run_id)
                 self._work(client, catalog)
             else:
                 self._log_decided()
@@ -312,6 +353,39 @@ class _Run:
             raise
         return self._conclude()
 
+    def join(self, run_id: int) -> RunResult:
+        """Work on a run another process started (see `join_run`)."""
+        self.run_id = run_id
+        self.role = "work"
+        try:
+            if self._wait_until_ready():
+                self.rows = self.ledger.run_row_count(run_id)
+                self._check_org(True)  # a worker on another org's client stops here
+                client = self._client()
+                catalog = self._catalog(client)
+                self._work(client, catalog)
+        except AuthError as err:
+            self.abort = err
+        except RunAborted as aborted:
+            self.abort = aborted.error
+        except KeyboardInterrupt:
+            return self._worker_result(
+                EXIT_STOPPED, "interrupted; the run's other workers or a rerun settle the rest"
+            )
+        return self._conclude()
+
+    def _wait_until_ready(self) -> bool:
+        """Wait until the run's process has resolved its codes; False when there is nothing
+        to join (the run has finished) or the worker is told to stop first."""
+        while True:
+            info = self.ledger.run_state(self.run_id)
+            if info.finished:
+                return False
+            if info.work_ready:
+                return True
+            if self.stop.wait(WAIT_POLL_SECONDS) or self._should_stop():
+                return False
+
     def _ingest(self) -> None:
         self.progress(Progress("ingest"))
         for chunk in self.given.rows():
@@ -324,6 +398,8 @@ class _Run:
         """The run's client, made and authenticated once."""
         if self.client is None:
             self.client = self.client_factory(self.throttle)
+            # every process on this OAuth client paces itself from one budget in the ledger
+            self.throttle.budget = self.ledger.budget(_budget_key(self.client))
         if not self.authenticated:
             self.client.authenticate()
             self.authenticated = True
@@ -393,20 +469,7 @@ class _Run:
 
     def _prepare(self, client: GenesysClient, requested: list[str]) -> CodeCatalog:
         self.progress(Progress("resolve", total=self.rows))
-        try:
-            catalog = CodeCatalog(client.list_wrapup_codes())
-        except RequestRejectedError as err:
-            if err.status == 403:
-                raise AuthError(
-                    "the OAuth client may not read wrap-up codes (403: "
-                    f"{err.message}); give its role the permission routing:wrapupCode:view",
-                    status=403,
-                    code=err.code,
-                    context_id=err.context_id,
-                ) from None
-            raise RunAborted(err) from None
-        except TransientApiError as err:
-            raise RunAborted(err) from None
+        catalog = self._catalog(client)
         resolved = []
         for value in requested:  # in memory; then written in one pass
             resolution = catalog.resolve(value)
@@ -424,10 +487,42 @@ class _Run:
         self.ledger.mark_conflicts(self.run_id, self.done_statuses)
         return catalog
 
+    def _catalog(self, client: GenesysClient) -> CodeCatalog:
+        try:
+            catalog = CodeCatalog(client.list_wrapup_codes())
+        except RequestRejectedError as err:
+            if err.status == 403:
+                raise AuthError(
+                    "the OAuth client may not read wrap-up codes (403: "
+                    f"{err.message}); give its role the permission routing:wrapupCode:view",
+                    status=403,
+                    code=err.code,
+                    context_id=err.context_id,
+                ) from None
+            raise RunAborted(err) from None
+        except TransientApiError as err:
+            raise RunAborted(err) from None
+        return catalog
+
     def _work(self, client: GenesysClient, catalog: CodeCatalog) -> None:
         total = self.ledger.count_work(self.run_id, self.done_statuses)
         self.apply_started = time.monotonic()
-        recorder = _Recorder(self.ledger, self.run_id, total, self.progress, self.stop)
+        self.worker_id = self.ledger.register_worker(
+            self.run_id,
+            role=self.role,
+            client_id=_budget_key(client),
+            lease_seconds=self.options.lease_seconds,
+        )
+        recorder = _Recorder(
+            self.ledger,
+            self.run_id,
+            total,
+            self.progress,
+            self.stop,
+            worker_id=self.worker_id,
+            lease_seconds=self.options.lease_seconds,
+        )
+        self.recorder = recorder
         recorder.start()
         finished = threading.Event()
         watchdog = threading.Thread(
@@ -450,14 +545,82 @@ class _Run:
             self.apply_finished = time.monotonic()
             recorder.close()
             self.applied_here = recorder.counts[Status.APPLIED.value]
+            self.ledger.finish_worker(self.worker_id)
         if recorder.error is not None:
             raise recorder.error
 
     def _items(self) -> Iterator[WorkItem]:
-        for page in self.ledger.iter_work(self.run_id, self.done_statuses, batch=500):
-            yield from page
-            if self._should_stop():
-                return
+        """`_claimed` an item at a time; between items, at most every second, claims whose
+        worker died are looked for, and taken over at once (ahead of the rest of the batch)."""
+        checked = time.monotonic()
+        for batch in self._claimed():
+            for item in batch:
+                yield item
+                if time.monotonic() - checked > TAKEOVER_CHECK_SECONDS:
+                    checked = time.monotonic()
+                    if self.ledger.expired_claims(self.run_id):
+                        taken = self.ledger.claim(
+                            self.run_id,
+                            self.worker_id,
+                            self.done_statuses,
+                            after_row=0,
+                            limit=self._batch_size(),
+                            lease_seconds=self.options.lease_seconds,
+                        )
+                        self.held += taken.held
+                        self.recorder.hold(taken.items)
+                        yield from taken.items
+
+    def _batch_size(self) -> int:
+        """Rows claimed at once: enough to keep the workers busy (twice the requests in
+        flight) and about two seconds of work at the rate limit, at most 64 (a lookup batch
+        with `--lookup analytics`)."""
+        if self.options.lookup == "analytics":
+            return self.options.lookup_batch
+        two_seconds = int(self.options.rate_limit / 60 * 2 / 2)  # two requests a row
+        return max(self.options.concurrency * 2, min(64, two_seconds))
+
+    def _claimed(self) -> Iterator[list[WorkItem]]:
+        """The run's items this worker claims, a batch at a time, in input order (a batch
+        is yielded whole: the wait below needs every item claimed before it on its way).
+
+        A pass walks the run's rows from the start; rows other workers of the run hold are
+        skipped. When a pass from the start finds nothing, the worker is done unless other
+        workers of the run still hold claims: then it waits, and looks again. Every couple of
+        seconds it also looks for claims whose worker died (a lease passed, or a process of
+        this host gone), and then starts a pass from the start again to take them over.
+        """
+        size = self._batch_size()
+        after = 0
+        checked = time.monotonic()
+        while not self._should_stop():
+            if after and time.monotonic() - checked > TAKEOVER_CHECK_SECONDS:
+                checked = time.monotonic()
+                if self.ledger.expired_claims(self.run_id):
+                    after = 0  # a worker died: its rows, behind the cursor, are taken over now
+            claimed = self.ledger.claim(
+                self.run_id,
+                self.worker_id,
+                self.done_statuses,
+                after_row=after,
+                limit=size,
+                lease_seconds=self.options.lease_seconds,
+            )
+            self.held += claimed.held
+            if claimed.last_row == 0:  # nothing past the cursor
+                if after == 0:  # nor from the start: done, unless claims are still held
+                    if self.recorder.holding():  # ours, on their way: they may free rows
+                        self.stop.wait(0.2)  # of the same conversation
+                    elif self.ledger.others_claims(self.run_id, self.worker_id):
+                        self.stop.wait(WAIT_POLL_SECONDS)
+                    else:
+                        return
+                after = 0
+                continue
+            after = claimed.last_row
+            if claimed.items:
+                self.recorder.hold(claimed.items)
+                yield claimed.items
 
     def _lookups(self, client: GenesysClient) -> Iterator[tuple[WorkItem, ConversationView | None]]:
         """Items with their conversation when the analytics multi-get already read it.
@@ -476,7 +639,7 @@ class _Run:
             for item in self._items():
                 yield item, None
             return
-        for batch in _chunks(self._items(), self.options.lookup_batch):
+        for batch in self._claimed():  # at most `lookup_batch` items each
             wanted = sorted(
                 {i.conversation_id for i in batch if i.status != Status.IN_FLIGHT.value}
             )
@@ -590,6 +753,10 @@ class _Run:
         elif unfinished:
             code = EXIT_STOPPED
             message = f"stopped early with {unfinished} row(s) still to do; run again to resume"
+            if self.held:
+                message += (
+                    f" ({self.held} left because another run was changing their conversations)"
+                )
         elif not_fine:
             code, message = EXIT_NOT_FINE, f"finished; {not_fine} row(s) need attention"
         elif self.rows == 0:
@@ -598,11 +765,17 @@ class _Run:
             code, message = EXIT_OK, "finished; every row is fine"
         return self._finish(code, message, counts)
 
+    def _worker_result(self, code: int, message: str) -> RunResult:
+        counts = self.ledger.status_counts(self.run_id)
+        summary = self._summary(counts, code, message)
+        return RunResult(self.run_id, code, counts, self.rows, message, summary)
+
     def _finish(self, code: int, message: str, counts: dict[str, int] | None = None) -> RunResult:
         self.ledger.snapshot_outcomes(self.run_id)
         counts = counts if counts is not None else self.ledger.status_counts(self.run_id)
         summary = self._summary(counts, code, message)
-        self.ledger.finish_run(self.run_id, counts=counts, summary=summary, exit_code=code)
+        if self.role == "run":  # a worker that joined leaves the run's record to its process
+            self.ledger.finish_run(self.run_id, counts=counts, summary=summary, exit_code=code)
         self.progress(Progress("done", done=self.rows, total=self.rows, counts=counts))
         return RunResult(self.run_id, code, counts, self.rows, message, summary)
 
@@ -616,6 +789,8 @@ class _Run:
         )
         return {
             "run_id": self.run_id,
+            "worker": self.role,
+            "held_by_other_runs": self.held,
             "exit_code": code,
             "message": message,
             "dry_run": self.options.dry_run,
@@ -653,12 +828,15 @@ class _Worker:
         self.run = run
 
     def process(self, item: WorkItem, view: ConversationView | None) -> None:
-        if self.run.stop.is_set():
-            return
+        update = None
         try:
-            update = self._process(item, view)
+            if not self.run.stop.is_set():
+                update = self._process(item, view)
         except ThrottleStopped:
-            return
+            pass
+        finally:
+            if update is None:  # nothing to record: the claim is not waited for
+                self.recorder.forget(item)
         if update is not None:
             self.recorder.submit(update, item)
 
@@ -856,15 +1034,11 @@ def _permission_hint(err: ApiError, looking_up: bool) -> ApiError:
     )
 
 
-def _chunks(items: Iterable[WorkItem], size: int) -> Iterator[list[WorkItem]]:
-    batch: list[WorkItem] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _budget_key(client: GenesysClient) -> str:
+    """Whose rate budget a client draws from: its OAuth client id (a user's token: one budget
+    for every process using a user's token, whose app's client is not known)."""
+    settings = client.settings
+    return "user token" if settings.uses_user_token else settings.client_id
 
 
 def _end_times(targets: Iterable[Target]) -> str | None:
@@ -887,10 +1061,12 @@ class _Ack:
 
 
 class _Recorder(threading.Thread):
-    """Owns the ledger during the work: commits outcomes in batches, in_flight marks first."""
+    """Owns the ledger writes during the work: commits outcomes in batches, in_flight marks
+    first (each only while this worker still holds its conversation's claim), releases a
+    conversation's claim when its last item here is recorded, and beats the worker's heart
+    (extending its lease and claims) every quarter of the lease."""
 
     BATCH = 500
-    HEARTBEAT_SECONDS = 30.0
 
     def __init__(
         self,
@@ -899,6 +1075,9 @@ class _Recorder(threading.Thread):
         total: int,
         progress: ProgressCallback,
         stop: threading.Event,
+        *,
+        worker_id: int,
+        lease_seconds: float,
     ) -> None:
         super().__init__(name="wrapup-recorder", daemon=True)
         self.stop = stop
@@ -912,6 +1091,30 @@ class _Recorder(threading.Thread):
         self.error: BaseException | None = None
         self._last_beat = time.monotonic()
         self._logged: dict[int, tuple[int, str]] = {}  # item id -> (row, conversation id)
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = lease_seconds / 4
+        self._claims_lock = threading.Lock()
+        self._conversation_of: dict[int, str] = {}  # claimed item id -> conversation id
+        self._outstanding: Counter[str] = Counter()  # conversation id -> items not recorded
+
+    def holding(self) -> int:
+        """How many claimed items are still to be recorded."""
+        with self._claims_lock:
+            return len(self._conversation_of)
+
+    def forget(self, item: WorkItem) -> None:
+        """A claimed item that will not be recorded (stopping, or its claim was lost)."""
+        with self._claims_lock:
+            if self._conversation_of.pop(item.item_id, None) is not None:
+                self._outstanding[item.conversation_id] -= 1
+
+    def hold(self, claimed: Iterable[WorkItem]) -> None:
+        """Items just claimed: their conversations are released once they are recorded."""
+        with self._claims_lock:
+            for item in claimed:
+                self._conversation_of[item.item_id] = item.conversation_id
+                self._outstanding[item.conversation_id] += 1
 
     def submit(self, update: ItemUpdate, item: WorkItem | None = None) -> None:
         if item is not None and log.isEnabledFor(logging.INFO):
@@ -938,9 +1141,12 @@ class _Recorder(threading.Thread):
             batch, closing = self._take()
             if batch:
                 self._write(batch)
-            if time.monotonic() - self._last_beat > self.HEARTBEAT_SECONDS:
+            if time.monotonic() - self._last_beat > self.heartbeat_seconds:
                 self._last_beat = time.monotonic()
-                self._safely(self.ledger.heartbeat)
+                self._safely(self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        self.ledger.heartbeat_worker(self.worker_id, self.lease_seconds)
 
     def _take(self) -> tuple[list[tuple[ItemUpdate, _Ack | None]], bool]:
         try:
@@ -961,7 +1167,27 @@ class _Recorder(threading.Thread):
         return batch, False
 
     def _write(self, batch: list[tuple[ItemUpdate, _Ack | None]]) -> None:
-        ok = self._safely(lambda: self.ledger.record(self.run_id, [u for u, _ in batch]))
+        refused: list[ItemUpdate] = []
+
+        def write() -> None:
+            refused.extend(
+                self.ledger.record_claimed(
+                    self.run_id,
+                    self.worker_id,
+                    [(u, self._conversation_of.get(u.item_id, "")) for u, _ in batch],
+                    release=self._settled,
+                    lease_seconds=self.lease_seconds,
+                )
+            )
+
+        ok = self._safely(write)
+        lost = {u.item_id for u in refused}
+        for update, ack in batch:
+            if ack is not None and update.item_id in lost:  # its claim was taken over
+                log.warning("item %d: its claim was taken over; not sent", update.item_id)
+                ack.ok = False
+                ack.event.set()
+        batch = [(u, ack) for u, ack in batch if u.item_id not in lost]
         for update, ack in batch:
             if ack is not None:
                 ack.ok = ok
@@ -975,6 +1201,20 @@ class _Recorder(threading.Thread):
             self.progress(
                 Progress("apply", done=self.done, total=self.total, counts=dict(self.counts))
             )
+
+    def _settled(self, updates: Sequence[ItemUpdate]) -> list[str]:
+        """The conversations whose last claimed item here has just been recorded."""
+        released = []
+        with self._claims_lock:
+            for update in updates:
+                conversation = self._conversation_of.pop(update.item_id, None)
+                if conversation is None:
+                    continue
+                self._outstanding[conversation] -= 1
+                if self._outstanding[conversation] <= 0:
+                    del self._outstanding[conversation]
+                    released.append(conversation)
+        return released
 
     def _log_outcome(self, update: ItemUpdate) -> None:
         """One log record per committed outcome (only built when info records are wanted)."""

@@ -17,7 +17,8 @@ both optional → `{"access_token", ...}`: a user's token), `POST /__emulator__/
 
 Public API:
 
-    EmulatorConfig(seed_path=None, generate=0, rate_limit=300, token_ttl=86400, latency_ms=0,
+    EmulatorConfig(seed_path=None, generate=0, worker_clients=0, rate_limit=300,
+                   rate_limit_scope="token", token_ttl=86400, latency_ms=0,
                    fault_rate=0.0, random_seed=0, host="127.0.0.1", port=0, ...live knobs)
     start_emulator(config: EmulatorConfig | None = None) -> ContextManager[EmulatorHandle]
     serve_forever(config: EmulatorConfig | None = None,
@@ -33,7 +34,8 @@ Public API:
         .state.assign(communication_id, code_id, notes=None) sets a wrap-up directly;
         .state.end_after_call_work(communication_id, end_time) ends pending after-call work;
         .state.wrapups {communication id: Wrapup} is the current wrap-up state.
-    Live knobs on .config (see EmulatorConfig): rate_limit, rate_window_s, token_ttl,
+    Live knobs on .config (see EmulatorConfig): rate_limit, rate_limit_scope ("token" or
+        "client": one window per OAuth client), rate_window_s, token_ttl,
         latency_ms, latency_spike_rate, latency_spike_ms, fault_rate, random_seed, drop_rate,
         drop_after_rate, ghost_write_rate, start_storm(seconds, retry_after=0),
         failing_conversations, analytics_hidden, analytics_wrapup_lag_s, analytics_max_ids,
@@ -41,19 +43,23 @@ Public API:
         queue_codes_only (a code outside the participant's queue list answers 400).
     Start-up only: org_id, org_name (the org `GET /api/v2/organizations/me` answers).
     generated_conversation_id(i: int) -> str    id of generated conversation i (0-based)
+    worker_client_id(n), worker_client_secret(n)  the clients `worker_clients` adds (1-based)
     default_seed_path() -> Path                 the packaged seed (= sample_data's)
     load_seed(path: Path | None = None, generate: int = 0) -> Seed
 
 Stats (`handle.stats()` or `GET /__emulator__/stats`): `requests` {"METHOD /route/template":
 {"status": count}} (status "dropped" for dropped connections), `throttled` (429s),
 `faults`, `dropped`, `ghost_writes`, `tokens_issued`, `posts_accepted`, `post_attempts`,
-`communications_posted`, `wrapups_count`, `conversations`; with detail also
+`communications_posted`, `wrapups_count`, `conversations`, `by_client` {client id:
+{"admitted": n, "throttled": n}} (/api/v2 requests that passed or met the rate limit); with
+detail also
 `posts_per_communication` {communication id: wrap-up POSTs stored},
 `post_attempts_per_communication` {communication id: every wrap-up POST received, whatever
 its answer, 401/429/5xx included} and `wrapups` {communication id: current code id}.
 
 Command line: `python -m wrapup_batch.emulator --port 8642 [--seed FILE] [--generate N]
-[--rate-limit 300] [--token-ttl 86400] [--latency-ms 0] [--fault-rate 0] [--random-seed 0]
+[--rate-limit 300] [--rate-limit-scope token|client] [--worker-clients N]
+[--token-ttl 86400] [--latency-ms 0] [--fault-rate 0] [--random-seed 0]
 [--analytics-lag 0] [--org-id ID] [--org-name NAME] [--refuse-wrapups CODE]
 [--queue-codes-only]`.
 """
@@ -65,6 +71,8 @@ from wrapup_batch.emulator.seed import (
     default_seed_path,
     generated_conversation_id,
     load_seed,
+    worker_client_id,
+    worker_client_secret,
 )
 from wrapup_batch.emulator.server import EmulatorHandle, serve_forever, start_emulator
 from wrapup_batch.emulator.state import EmulatorState
@@ -81,4 +89,6 @@ __all__ = [
     "load_seed",
     "serve_forever",
     "start_emulator",
+    "worker_client_id",
+    "worker_client_secret",
 ]

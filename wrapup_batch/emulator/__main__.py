@@ -25,6 +25,18 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--seed", type=Path, default=None, help="seed JSON (default: packaged)")
     parser.add_argument("--generate", type=int, default=0, help="synthetic conversations")
     parser.add_argument("--rate-limit", type=int, default=300, help="per token per minute")
+    parser.add_argument(
+        "--rate-limit-scope",
+        choices=("token", "client"),
+        default="token",
+        help="count the limit per token (default) or per OAuth client",
+    )
+    parser.add_argument(
+        "--worker-clients",
+        type=int,
+        default=0,
+        help="N more OAuth clients wrapup-batch-worker-1..N (secrets worker-1-secret ...)",
+    )
     parser.add_argument("--token-ttl", type=int, default=86400, help="seconds")
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--fault-rate", type=float, default=0.0, help="0..1")
@@ -48,13 +60,23 @@ def parse_args(argv: Sequence[str] | None = None) -> EmulatorConfig:
     args = parser.parse_args(argv)
     if not 0 <= args.fault_rate <= 1:
         parser.error("--fault-rate must be between 0 and 1")
-    for name in ("generate", "rate_limit", "token_ttl", "latency_ms", "port", "analytics_lag"):
+    for name in (
+        "generate",
+        "worker_clients",
+        "rate_limit",
+        "token_ttl",
+        "latency_ms",
+        "port",
+        "analytics_lag",
+    ):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
     return EmulatorConfig(
         seed_path=args.seed,
         generate=args.generate,
         rate_limit=args.rate_limit,
+        rate_limit_scope=args.rate_limit_scope,
+        worker_clients=args.worker_clients,
         token_ttl=args.token_ttl,
         latency_ms=args.latency_ms,
         fault_rate=args.fault_rate,

@@ -52,7 +52,9 @@ tried against a live org; see shared/reference/genesys-api.md):
   `sessionId` is the communication id; a wrap-up appears as a `wrapup` segment after the
   interact segment, with `wrapUpCode` and `wrapUpNote`.
 - Rate limit: counts admitted /api/v2 requests per token in a rolling 60 s window (a new
-  token starts an empty window; Genesys may count per client instead); 401s and 429s are
+  token starts an empty window; Genesys may count per client instead); UNCONFIRMED which:
+  `rate_limit_scope = "client"` counts every token of one OAuth client in one window, as the
+  Genesys docs' "per OAuth client" suggests; 401s and 429s are
   not counted; `Retry-After` is the whole seconds (at least 1) until the oldest
   request in the window leaves it. /oauth/token is not limited.
 - Injected 5xx bodies: 503 `service.unavailable`, 502 `bad.gateway`, 504 `gateway.timeout`,
@@ -274,9 +276,11 @@ async def _api_pipeline(
     storm_left = config.storm_until - time.monotonic()
     if storm_left > 0:
         return rate_limited(config.storm_retry_after or max(1, math.ceil(storm_left)))
-    retry_after = state.admit(token)
+    retry_after = state.admit(client.client_id if config.rate_limit_scope == "client" else token)
     if retry_after:
+        state.stats.throttled_by_client[client.client_id] += 1
         return rate_limited(retry_after)
+    state.stats.admitted_by_client[client.client_id] += 1
     if state.chance(config.drop_rate):
         _drop(request)
     if state.chance(config.fault_rate):

@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 # Options that only take effect when the server starts: not changeable at run time.
-STARTUP_ONLY = frozenset({"seed_path", "generate", "host", "port", "org_id", "org_name"})
+STARTUP_ONLY = frozenset(
+    {"seed_path", "generate", "worker_clients", "host", "port", "org_id", "org_name"}
+)
+#: What `rate_limit_scope` may be: one window per token (the default) or per OAuth client.
+RATE_LIMIT_SCOPES = ("token", "client")
 
 #: The org the emulator is (`GET /api/v2/organizations/me`), unless told otherwise.
 DEFAULT_ORG_ID = "0e000000-0000-4000-8000-000000000000"
@@ -30,10 +34,15 @@ class EmulatorConfig:
     Start-up only: `seed_path` (None: the seed packaged with wrapup_batch, identical to
     `sample_data/emulator_seed.json`), `generate` (N synthetic ended conversations), `host`,
     `port` (0: a free port), `org_id` and `org_name` (the org `GET /api/v2/organizations/me`
-    answers: two emulators with different ids are two orgs).
+    answers: two emulators with different ids are two orgs), `worker_clients` (N more OAuth
+    clients `wrapup-batch-worker-1` ... `-N`, secrets `worker-1-secret` ..., each a copy of the
+    seed's first client: for several workers, each with its own client).
 
     Live knobs:
     - `rate_limit`: admitted /api/v2 requests per token per `rate_window_s` (0: unlimited).
+    - `rate_limit_scope`: "token" (default: each token has its own window) or "client" (every
+      token of one OAuth client shares one window, so that several processes on one client
+      meet one limit).
     - `token_ttl`: lifetime in seconds of the tokens issued from now on.
     - `latency_ms`: added to every /api/v2 request (asyncio.sleep: the server stays responsive).
     - `fault_rate`: probability of answering 503/502/504 instead of handling the request.
@@ -62,7 +71,9 @@ class EmulatorConfig:
 
     seed_path: Path | None = None
     generate: int = 0
+    worker_clients: int = 0
     rate_limit: int = 300
+    rate_limit_scope: str = "token"
     token_ttl: int = 86400
     latency_ms: int = 0
     fault_rate: float = 0.0
@@ -137,6 +148,10 @@ def _as_float(name: str, value: Any) -> float:
 
 
 def _coerce(name: str, type_name: str, value: Any) -> Any:
+    if name == "rate_limit_scope":
+        if value not in RATE_LIMIT_SCOPES:
+            raise ValueError(f"{name} must be one of {', '.join(RATE_LIMIT_SCOPES)}")
+        return value
     if type_name == "int":
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0")

@@ -21,7 +21,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -73,6 +73,35 @@ class Seed:
     @property
     def default_client(self) -> OAuthClient:
         return self.clients[0]
+
+
+def worker_client_id(n: int) -> str:
+    """The id of worker client n (1-based) that `with_worker_clients` adds."""
+    return f"wrapup-batch-worker-{n}"
+
+
+def worker_client_secret(n: int) -> str:
+    return f"worker-{n}-secret"
+
+
+def with_worker_clients(seed: Seed, count: int) -> Seed:
+    """The seed with `count` more OAuth clients, each a copy of its first (default) client under
+    its own id and secret: several workers, each with its own client and its own rate limit."""
+    base = seed.default_client
+    extra = tuple(
+        replace(
+            base,
+            client_id=worker_client_id(n),
+            client_secret=worker_client_secret(n),
+            name=f"worker {n}",
+        )
+        for n in range(1, count + 1)
+    )
+    taken = {c.client_id for c in seed.clients}
+    clash = [c.client_id for c in extra if c.client_id in taken]
+    if clash:
+        raise ValueError(f"the seed already has client {clash[0]}")
+    return replace(seed, clients=seed.clients + extra)
 
 
 def iso_ms(epoch_ms: int) -> str:

@@ -18,7 +18,7 @@ from aiohttp import web
 from wrapup_batch.emulator.app import make_app
 from wrapup_batch.emulator.config import EmulatorConfig
 from wrapup_batch.emulator.model import OAuthClient
-from wrapup_batch.emulator.seed import load_seed
+from wrapup_batch.emulator.seed import load_seed, with_worker_clients
 from wrapup_batch.emulator.state import EmulatorState
 
 T = TypeVar("T")
@@ -95,6 +95,8 @@ def start_emulator(config: EmulatorConfig | None = None) -> Iterator[EmulatorHan
     """
     live = copy.deepcopy(config) if config is not None else EmulatorConfig()
     seed = load_seed(live.seed_path, live.generate)
+    if live.worker_clients:
+        seed = with_worker_clients(seed, live.worker_clients)
     state = EmulatorState(seed, live)
     sock = socket.socket(socket.AF_INET6 if ":" in live.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -47,6 +47,8 @@ class Stats:
     tokens_issued: int = 0
     posts_per_communication: Counter[str] = field(default_factory=Counter)
     post_attempts_per_communication: Counter[str] = field(default_factory=Counter)
+    admitted_by_client: Counter[str] = field(default_factory=Counter)
+    throttled_by_client: Counter[str] = field(default_factory=Counter)
 
     def count(self, route: str, status: int | str) -> None:
         self.requests[route][str(status)] += 1
@@ -159,8 +161,9 @@ class EmulatorState:
             return None
         return entry.client
 
-    def admit(self, token: str) -> int:
-        """Count one request against the token's rolling window.
+    def admit(self, key: str) -> int:
+        """Count one request against the rolling window of `key` (a token, or a client id when
+        the limit is counted per client).
 
         Returns 0 when admitted, else the whole seconds (at least 1) until the oldest request
         in the window leaves it (then a request fits again).
@@ -169,9 +172,9 @@ class EmulatorState:
         if limit <= 0:
             return 0
         now = time.monotonic()
-        window = self.windows.get(token)
+        window = self.windows.get(key)
         if window is None:
-            window = self.windows[token] = deque()
+            window = self.windows[key] = deque()
         horizon = now - self.config.rate_window_s
         while window and window[0] <= horizon:
             window.popleft()
@@ -270,6 +273,13 @@ class EmulatorState:
             "communications_posted": len(s.posts_per_communication),
             "wrapups_count": len(self.wrapups),
             "conversations": self.conversation_count,
+            "by_client": {
+                client: {
+                    "admitted": s.admitted_by_client[client],
+                    "throttled": s.throttled_by_client[client],
+                }
+                for client in sorted(set(s.admitted_by_client) | set(s.throttled_by_client))
+            },
         }
         if detail:
             out["posts_per_communication"] = dict(s.posts_per_communication)

@@ -6,7 +6,10 @@ part, gathered by `Ledger`:
 - `schema`: the tables, the schema version, creating and migrating a ledger;
 - `dialect`: where SQLite and other databases differ;
 - `base`: the engine, transactions, failures for a person, paging through a run's rows;
-- `locking`: the ledger lock (one live run per ledger); `runs`: the runs table;
+- `locking`: the lock of an older wrapup-batch's run (which owned the whole ledger);
+- `claims`: workers, their claims on conversations and leases (several runs and workers share
+  a ledger); `budget`: one rate budget per OAuth client, shared by its processes;
+- `runs`: the runs table;
 - `ingest`: input rows and their items, duplicates;
 - `resolution`: requested codes resolved, conflicts found, before the work;
 - `work`: the items still to do, their outcomes, what a run applied;
@@ -18,6 +21,8 @@ Writes come in batches, one transaction each; the runner's single writer thread 
 `record`, so worker threads never touch the database.
 """
 
+from wrapup_batch.ledger.budget import SharedBudget
+from wrapup_batch.ledger.claims import DEFAULT_LEASE_SECONDS, Claimed, LiveWorker
 from wrapup_batch.ledger.core import DEFAULT_LEDGER, Ledger, ledger_url, masked
 from wrapup_batch.ledger.dialect import BUSY_TIMEOUT_MS, SQLITE_CACHE_KB
 from wrapup_batch.ledger.ingest import item_key
@@ -37,30 +42,38 @@ from wrapup_batch.ledger.records import (
 )
 from wrapup_batch.ledger.schema import (
     SCHEMA_VERSION,
+    conversation_claims,
     items,
     lock_table,
     meta_table,
     metadata,
+    rate_budgets,
     run_rows,
     runs,
+    workers,
 )
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "DECIDED_BEFORE_WORK",
+    "DEFAULT_LEASE_SECONDS",
     "DEFAULT_LEDGER",
     "DONE",
     "SCHEMA_VERSION",
     "SQLITE_CACHE_KB",
     "STALE_LOCK_SECONDS",
     "AppliedItem",
+    "Claimed",
     "ItemUpdate",
     "Ledger",
+    "LiveWorker",
     "ResolvedCode",
     "ResultRow",
     "RunInfo",
+    "SharedBudget",
     "StartedBy",
     "WorkItem",
+    "conversation_claims",
     "item_key",
     "items",
     "ledger_url",
@@ -70,6 +83,8 @@ __all__ = [
     "meta_table",
     "metadata",
     "now_iso",
+    "rate_budgets",
     "run_rows",
     "runs",
+    "workers",
 ]

@@ -21,6 +21,8 @@ from wrapup_batch.ledger.schema import check_or_create
 from wrapup_batch.ledger.work import Work
 
 DEFAULT_LEDGER = "wrapup-ledger.db"
+#: PostgreSQL advisory lock held while a ledger is checked, created or migrated.
+_SCHEMA_LOCK_KEY = 0x77726170  # "wrap"
 
 
 def ledger_url(target: str) -> str:
@@ -72,6 +74,10 @@ class Ledger(Runs, Ingest, Resolving, Work, Reading, Meta):
                     # Check and create (or migrate) as one step: two runs opening a new ledger
                     # at once would otherwise both find it empty and both try to create it.
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
+                elif self.engine.dialect.name == "postgresql" and create:
+                    # The same on PostgreSQL: a lock for the transaction, taken by every
+                    # process that may create or migrate a ledger (the number names it).
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
                 check_or_create(conn, self.display, create=create)
             if self.is_sqlite and create:  # a ledger only read (status, report) is not changed
                 dialect.use_wal(self.engine)

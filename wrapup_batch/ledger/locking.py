@@ -19,7 +19,7 @@ from wrapup_batch.ledger.schema import lock_table
 STALE_LOCK_SECONDS = 300
 
 #: When this process started using ledgers (as `now_iso` stamps compare: as strings).
-_PROCESS_STARTED = now_iso()
+PROCESS_STARTED = now_iso()
 
 
 class Locking(LedgerBase):
@@ -38,8 +38,8 @@ class Locking(LedgerBase):
                 holder = self._lock_holder()
                 if holder is None:
                     continue
-                if not _lock_is_stale(holder):
-                    raise LedgerBusyError(_busy_message(self.display, holder)) from None
+                if not lock_is_stale(holder):
+                    raise LedgerBusyError(busy_message(self.display, holder)) from None
                 with self.engine.begin() as conn:
                     conn.execute(
                         delete(lock_table).where(
@@ -80,15 +80,15 @@ class Locking(LedgerBase):
             conn.execute(delete(lock_table).where(lock_table.c.pid == os.getpid()))
 
 
-def _lock_is_stale(holder: Mapping[str, Any]) -> bool:
+def lock_is_stale(holder: Mapping[str, Any]) -> bool:
     if holder["host"] == socket.gethostname():
         pid = int(holder["pid"])
         if pid == os.getpid():
             # Our own pid: a lock this process took (another Ledger object on the file), or
             # one left by a dead process whose pid we now have (a restarted container's run
             # is often pid 1 again): the latter was taken before this process started.
-            return str(holder["acquired"]) < _PROCESS_STARTED
-        return not _pid_alive(pid)
+            return str(holder["acquired"]) < PROCESS_STARTED
+        return not pid_alive(pid)
     try:
         beat = datetime.fromisoformat(str(holder["heartbeat"]))
     except ValueError:
@@ -96,7 +96,7 @@ def _lock_is_stale(holder: Mapping[str, Any]) -> bool:
     return (datetime.now(UTC) - beat).total_seconds() > STALE_LOCK_SECONDS
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -106,7 +106,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _busy_message(display: str, holder: Mapping[str, Any]) -> str:
+def busy_message(display: str, holder: Mapping[str, Any]) -> str:
     run = f"run {holder['run_id']}" if holder.get("run_id") else "a run"
     return (
         f"ledger {display} is in use by {run} (pid {holder['pid']} on {holder['host']}, "

@@ -10,14 +10,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
 from wrapup_batch.errors import LedgerError
-from wrapup_batch.ledger.locking import Locking
+from wrapup_batch.ledger.base import db_failure
+from wrapup_batch.ledger.claims import Claims
 from wrapup_batch.ledger.records import RunInfo, StartedBy, local_account, now_iso, run_info
 from wrapup_batch.ledger.schema import items, run_rows, runs
 
 
-class Runs(Locking):
+class Runs(Claims):
     def start_run(
         self,
         *,
@@ -28,21 +30,24 @@ class Runs(Locking):
         started_by: StartedBy | None = None,
     ) -> int:
         who = started_by or local_account()
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                insert(runs).values(
-                    kind=kind,
-                    started=now_iso(),
-                    source=source,
-                    options=json.dumps(dict(options), sort_keys=True, default=str),
-                    dry_run=dry_run,
-                    pid=os.getpid(),
-                    host=socket.gethostname(),
-                    started_by_id=who.id,
-                    started_by_name=who.name,
+        try:
+            with self._begin() as conn:
+                result = conn.execute(
+                    insert(runs).values(
+                        kind=kind,
+                        started=now_iso(),
+                        source=source,
+                        options=json.dumps(dict(options), sort_keys=True, default=str),
+                        dry_run=dry_run,
+                        pid=os.getpid(),
+                        host=socket.gethostname(),
+                        started_by_id=who.id,
+                        started_by_name=who.name,
+                    )
                 )
-            )
-            run_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+                run_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+        except DBAPIError as exc:  # the first write of a run: a read-only ledger fails here
+            raise LedgerError(db_failure(self.display, exc)) from None
         if run_id is None:
             raise LedgerError(f"{self.display}: could not record the run")
         self.set_lock_run(int(run_id))

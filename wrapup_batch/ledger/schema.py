@@ -14,7 +14,12 @@ Tables:
 - `run_rows`: one row per input row of a run, pointing at its item (`item_key`, and `item_id`
   for joins); row-level statuses (`invalid`, `duplicate`) live here, everything else on the
   item.
-- `lock`: at most one row: the live run that owns the ledger.
+- `lock`: at most one row: a live run of a wrapup-batch older than schema 8, which owned the
+  whole ledger (a newer run waits for none, but refuses to share a ledger with such a run).
+- `workers` (schema 8): every process that works on a run (the run's own, and those that
+  joined it with `work`): pid, host, OAuth client, heartbeat and lease.
+- `conversation_claims` (schema 8): which worker is changing which conversation, until when.
+- `rate_budgets` (schema 8): one OAuth client's shared send schedule (`ledger.budget`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    Float,
     Integer,
     MetaData,
     String,
@@ -38,7 +44,7 @@ from sqlalchemy import (
 from wrapup_batch.errors import LedgerError
 from wrapup_batch.models import Status
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 metadata = MetaData()
 
@@ -68,6 +74,8 @@ runs = Table(
     # name), or the operating-system account for the command line and cron ("os:<user>")
     Column("started_by_id", String),
     Column("started_by_name", Text),
+    # schema 8: when the run's codes were resolved, so that workers may join it
+    Column("work_ready", String),
 )
 
 items = Table(
@@ -125,6 +133,9 @@ run_rows = Table(
     Column("outcome_http_status", Integer),
     Column("outcome_error_code", String),
     Column("outcome_context_id", String),
+    # schema 8: the run whose live worker was changing this row's conversation, so that this
+    # run left the row to a later one
+    Column("held_by", Integer),
     # No index on (run_id, item_key): kept up to date on every ingested row, in the random
     # order of the keys, it cost more than half of a million-row ingest. Every query walks
     # a run's rows by the primary key and reaches items through item_id; ledgers
@@ -141,6 +152,46 @@ lock_table = Table(
     Column("acquired", String, nullable=False),
     Column("heartbeat", String, nullable=False),
 )
+
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False),
+    Column("role", String, nullable=False),  # run (the process that started it) or work
+    Column("pid", Integer, nullable=False),
+    Column("host", String, nullable=False),
+    Column("client_id", String, nullable=False, server_default=""),
+    Column("started", String, nullable=False),
+    Column("heartbeat", String, nullable=False),
+    Column("lease_until", Float, nullable=False),  # epoch seconds
+    Column("finished", String),
+)
+
+conversation_claims = Table(
+    "conversation_claims",
+    metadata,
+    Column("conversation_id", String, primary_key=True),
+    Column("worker_id", Integer, nullable=False),
+    Column("run_id", Integer, nullable=False),
+    Column("lease_until", Float, nullable=False),  # epoch seconds
+)
+
+rate_budgets = Table(
+    "rate_budgets",
+    metadata,
+    Column("client_id", String, primary_key=True),
+    Column("limit_per_minute", Float, nullable=False),
+    Column("next_slot", Float, nullable=False),  # epoch seconds
+    Column("paused_until", Float, nullable=False),
+    Column("rate", Float, nullable=False),  # per minute, as of `rate_at`
+    Column("rate_at", Float, nullable=False),
+    Column("lowered_at", Float, nullable=False),
+)
+
+#: The tables schema 8 added (created by the migration to it).
+_SCHEMA_8_TABLES = (workers, conversation_claims, rate_budgets)
 
 
 def check_or_create(conn: Any, display: str, *, create: bool) -> None:
@@ -200,6 +251,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN started_by_id VARCHAR",
         "ALTER TABLE runs ADD COLUMN started_by_name TEXT",
     ),
+    7: (
+        "ALTER TABLE runs ADD COLUMN work_ready VARCHAR",
+        "ALTER TABLE run_rows ADD COLUMN held_by INTEGER",
+    ),
 }
 
 
@@ -208,6 +263,8 @@ def _migrate(conn: Any, found: int) -> None:
     for version in range(found, SCHEMA_VERSION):
         for statement in _MIGRATIONS[version]:
             conn.execute(text(statement))
+        if version == 7:
+            metadata.create_all(conn, tables=list(_SCHEMA_8_TABLES))
     conn.execute(
         update(meta_table)
         .where(meta_table.c.key == "schema_version")

@@ -111,6 +111,13 @@ class Work(LedgerBase):
         """
         if not updates:
             return
+        with self._begin() as conn:
+            self._write_outcomes(conn, run_id, updates)
+
+    def _write_outcomes(self, conn: Any, run_id: int, updates: Sequence[ItemUpdate]) -> None:
+        """`record`'s statements, in the caller's transaction."""
+        if not updates:
+            return
         stamp = now_iso()
         if self.is_sqlite:
             rows = [
@@ -133,8 +140,7 @@ class Work(LedgerBase):
                 )
                 for u in updates
             ]
-            with self._begin() as conn:
-                conn.exec_driver_sql(_RECORD_SQLITE, rows)
+            conn.exec_driver_sql(_RECORD_SQLITE, rows)
             return
         values = [
             {
@@ -156,8 +162,7 @@ class Work(LedgerBase):
             }
             for u in updates
         ]
-        with self._begin() as conn:
-            conn.execute(_RECORD_STATEMENT, values)
+        conn.execute(_RECORD_STATEMENT, values)
 
     def iter_applied(self, run_id: int, *, batch: int = 1000) -> Iterator[list[AppliedItem]]:
         """The items this run applied (it was the last to write them), in input order."""
