@@ -89,19 +89,22 @@ WATCHES_AFTER_IMPORT = textwrap.dedent(
     for name in sys.argv[1].split(","):
         importlib.import_module(name)
     config = sys.modules["PureCloudPlatformClientV2"].configuration
-    for _ in range(200):  # the SDK creates its observer in a thread
-        if config._observer is not None:
-            break
-        time.sleep(0.01)
+    def watches():
+        count = 0
+        for info in glob.glob("/proc/self/fdinfo/*"):
+            try:
+                count += open(info).read().count("inotify wd:")
+            except OSError:
+                pass
+        return count
+    deadline = time.monotonic() + 20  # a busy machine may start the SDK's thread late
+    while config._observer is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the SDK creates its observer in a thread
     if config.live_reload_config:
         config._config_updater()
-    watches = 0
-    for info in glob.glob("/proc/self/fdinfo/*"):
-        try:
-            watches += open(info).read().count("inotify wd:")
-        except OSError:
-            pass
-    print(watches, config.live_reload_config)
+        while watches() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # and the observer adds its watches in its own thread
+    print(watches(), config.live_reload_config)
     """
 )
 

@@ -48,7 +48,7 @@ from wrapup_batch.ledger.schema import (
     runs,
     workers,
 )
-from wrapup_batch.ledger.work import Work
+from wrapup_batch.ledger.work import WORK_ITEM_COLUMNS, Work
 from wrapup_batch.models import Status
 
 #: How long a claim lasts without a heartbeat (seconds); `--lease` changes it.
@@ -294,21 +294,7 @@ class Claims(Work, Locking):
             .where(conversation_claims.c.lease_until > now)
         )
         query = (
-            select(
-                run_rows.c.row,
-                items.c.id,
-                items.c.conversation_id,
-                items.c.code_id,
-                items.c.code_name,
-                items.c.agent_id,
-                items.c.notes,
-                items.c.status,
-                items.c.previous_code,
-                items.c.previous_code_name,
-                items.c.communication_target,
-                items.c.expected_code,
-                items.c.attempts,
-            )
+            select(*WORK_ITEM_COLUMNS)
             .select_from(run_rows.join(items, items.c.id == run_rows.c.item_id))
             .where(run_rows.c.run_id == run_id)
             .where(run_rows.c.row > after_row)

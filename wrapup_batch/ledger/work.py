@@ -19,6 +19,23 @@ from wrapup_batch.ledger.records import (
 from wrapup_batch.ledger.schema import items, run_rows
 from wrapup_batch.models import Status
 
+#: The columns a `WorkItem` is built from, in its order.
+WORK_ITEM_COLUMNS = (
+    run_rows.c.row,
+    items.c.id,
+    items.c.conversation_id,
+    items.c.code_id,
+    items.c.code_name,
+    items.c.agent_id,
+    items.c.notes,
+    items.c.status,
+    items.c.previous_code,
+    items.c.previous_code_name,
+    items.c.communication_target,
+    items.c.expected_code,
+    items.c.attempts,
+)
+
 #: `Ledger.record`: one item's outcome (built once; SQLite gets the plain SQL with tuples).
 _RECORD_STATEMENT = (
     update(items)
@@ -51,21 +68,7 @@ _RECORD_SQLITE = (
 class Work(LedgerBase):
     def _work_query(self, run_id: int, skip: Sequence[str]) -> Any:
         return (
-            select(
-                run_rows.c.row,
-                items.c.id,
-                items.c.conversation_id,
-                items.c.code_id,
-                items.c.code_name,
-                items.c.agent_id,
-                items.c.notes,
-                items.c.status,
-                items.c.previous_code,
-                items.c.previous_code_name,
-                items.c.communication_target,
-                items.c.expected_code,
-                items.c.attempts,
-            )
+            select(*WORK_ITEM_COLUMNS)
             .select_from(run_rows.join(items, items.c.id == run_rows.c.item_id))
             .where(run_rows.c.run_id == run_id)
             .where(run_rows.c.status.is_(None))
