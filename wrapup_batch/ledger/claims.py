@@ -48,7 +48,7 @@ from wrapup_batch.ledger.schema import (
     runs,
     workers,
 )
-from wrapup_batch.ledger.work import WORK_ITEM_COLUMNS, Work
+from wrapup_batch.ledger.work import WORK_ITEM_COLUMNS, Work, work_item
 from wrapup_batch.models import Status
 
 #: How long a claim lasts without a heartbeat (seconds); `--lease` changes it.
@@ -334,7 +334,7 @@ class Claims(Work, Locking):
             for r in rows:
                 worker, run = holders.get(r[2], (0, 0))
                 if worker == worker_id:
-                    mine.append(_work_item(r))
+                    mine.append(work_item(r))
                 elif run != run_id and worker:
                     held.setdefault(run, []).append(int(r[0]))
             for run, held_rows in held.items():
@@ -469,21 +469,3 @@ class Claims(Work, Locking):
     def mark_work_ready(self, run_id: int) -> None:
         with self._begin() as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(work_ready=now_iso()))
-
-
-def _work_item(r: Any) -> WorkItem:
-    return WorkItem(
-        row=r[0],
-        item_id=r[1],
-        conversation_id=r[2],
-        code_id=r[3] or "",
-        code_name=r[4] or "",
-        agent_id=r[5] or None,
-        notes=r[6] or None,
-        status=r[7],
-        previous_code=r[8],
-        previous_code_name=r[9],
-        communication_id=r[10] or None,
-        expected_code=r[11] or None,
-        attempts=int(r[12] or 0),
-    )

@@ -19,7 +19,7 @@ from wrapup_batch.ledger.records import (
 from wrapup_batch.ledger.schema import items, run_rows
 from wrapup_batch.models import Status
 
-#: The columns a `WorkItem` is built from, in its order.
+#: The columns a `WorkItem` is built from, in its order (`work_item`).
 WORK_ITEM_COLUMNS = (
     run_rows.c.row,
     items.c.id,
@@ -35,6 +35,26 @@ WORK_ITEM_COLUMNS = (
     items.c.expected_code,
     items.c.attempts,
 )
+
+
+def work_item(r: Any) -> WorkItem:
+    """A `WorkItem` from a row of `WORK_ITEM_COLUMNS`."""
+    return WorkItem(
+        row=r[0],
+        item_id=r[1],
+        conversation_id=r[2],
+        code_id=r[3] or "",
+        code_name=r[4] or "",
+        agent_id=r[5] or None,
+        notes=r[6] or None,
+        status=r[7],
+        previous_code=r[8],
+        previous_code_name=r[9],
+        communication_id=r[10] or None,
+        expected_code=r[11] or None,
+        attempts=int(r[12] or 0),
+    )
+
 
 #: `Ledger.record`: one item's outcome (built once; SQLite gets the plain SQL with tuples).
 _RECORD_STATEMENT = (
@@ -87,24 +107,7 @@ class Work(LedgerBase):
         """The run's items still to do, in input order, a page at a time."""
         skip = [*done, *DECIDED_BEFORE_WORK]
         for rows in self._run_row_pages(self._work_query(run_id, skip), batch):
-            yield [
-                WorkItem(
-                    row=r[0],
-                    item_id=r[1],
-                    conversation_id=r[2],
-                    code_id=r[3] or "",
-                    code_name=r[4] or "",
-                    agent_id=r[5] or None,
-                    notes=r[6] or None,
-                    status=r[7],
-                    previous_code=r[8],
-                    previous_code_name=r[9],
-                    communication_id=r[10] or None,
-                    expected_code=r[11] or None,
-                    attempts=int(r[12] or 0),
-                )
-                for r in rows
-            ]
+            yield [work_item(r) for r in rows]
 
     def record(self, run_id: int, updates: Sequence[ItemUpdate]) -> None:
         """Write a batch of item outcomes in one transaction.
