@@ -18,8 +18,6 @@ wrapup-batch, which held the whole ledger, refuses a new one (`LedgerBusyError`:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -31,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +45,7 @@ from wrapup_batch.errors import (
     UsageError,
     WrapupBatchError,
 )
+from wrapup_batch.fixes import RowsToFix, write_rows_to_fix
 from wrapup_batch.ledger import (
     DONE,
     Ledger,
@@ -65,7 +64,6 @@ from wrapup_batch.sources import (
     CANONICAL_COLUMNS,
     REQUIRED_COLUMNS,
     SourceSpec,
-    csv_layout,
     match_columns,
     read_header,
     read_rows,
@@ -873,22 +871,20 @@ class Workspace:
         write_results(self.ledger, run_id, path)
         return path
 
-    def rows_to_fix(self, run_id: int) -> tuple[str, Iterator[bytes]]:
-        """The input rows of a run that are not fine, in the uploaded file's own layout (its
-        header and columns; a workbook's sheet as CSV), to correct and upload again."""
+    def rows_to_fix(self, run_id: int) -> RowsToFix:
+        """The input rows of a run that are not fine (or not finished), in the uploaded file's
+        own layout (`fixes.write_rows_to_fix`: a CSV's own records, a workbook's sheet as an
+        .xlsx), to correct and upload again; a temporary file the caller deletes."""
         token = self._upload_of(run_id)
         if token is None:
             raise PageError("This run was not started from this page: use its results file.")
         upload = self.get_upload(token)
-        wanted = {
-            r.row
-            for page in self.ledger.iter_results(
-                run_id, statuses=[s.value for s in (NOT_FINE | UNFINISHED)]
-            )
-            for r in page
-        }
-        stem = Path(upload.filename).stem
-        return f"{stem}-to-fix.csv", _original_rows(upload, wanted)
+        statuses = [s.value for s in (NOT_FINE | UNFINISHED)]
+        rows = (r.row for page in self.ledger.iter_results(run_id, statuses=statuses) for r in page)
+        try:
+            return write_rows_to_fix(upload.spec(), rows, upload.filename)
+        except WrapupBatchError as err:
+            raise PageError(upload.shown(str(err))) from None
 
 
 @dataclass(frozen=True)
@@ -959,46 +955,3 @@ def _size(n: int) -> str:
 def is_fine(status: str) -> bool:
     found = _status(status)
     return found is not None and found in FINE
-
-
-def _original_rows(upload: Upload, wanted: set[int]) -> Iterator[bytes]:
-    buffer = io.StringIO()
-    with upload.path.open("rb") as raw:
-        head = raw.read(64 * 1024)
-    if not head.startswith(b"PK\x03\x04"):
-        encoding, delimiter, _headers = csv_layout(upload.spec())
-        ending = "\r\n" if b"\r\n" in head else "\n"
-        with upload.path.open(encoding=encoding, newline="") as handle:
-            records = csv.reader(handle, delimiter=delimiter)
-            writer = csv.writer(buffer, delimiter=delimiter, lineterminator=ending)
-            yield "\ufeff".encode()
-            for number, record in enumerate(records):
-                if number == 0 or number in wanted:
-                    writer.writerow(record)
-                if buffer.tell() > 64 * 1024:
-                    yield buffer.getvalue().encode()
-                    buffer.seek(0)
-                    buffer.truncate()
-        yield buffer.getvalue().encode()
-        return
-    from openpyxl import load_workbook  # type: ignore[import-untyped]
-
-    spec = upload.spec()
-    sheets = sheet_names(upload.path)
-    sheet = sheets[0] if spec.sheet is None else str(spec.sheet)
-    writer = csv.writer(buffer)
-    yield "\ufeff".encode()
-    with upload.path.open("rb") as stream:
-        workbook = load_workbook(stream, read_only=True, data_only=True)
-        try:
-            number = -1
-            for record in workbook[sheet].iter_rows(values_only=True):
-                cells = ["" if v is None else str(v) for v in record]
-                if number < 0 and not any(c.strip() for c in cells):
-                    continue  # blank rows above the header
-                number += 1
-                if number == 0 or number in wanted:
-                    writer.writerow(cells)
-        finally:
-            workbook.close()
-    yield buffer.getvalue().encode()

@@ -54,9 +54,11 @@ from .models import InputRow
 __all__ = [
     "CANONICAL_COLUMNS",
     "REQUIRED_COLUMNS",
+    "HeaderPlace",
     "SourceSpec",
     "csv_layout",
     "describe_source",
+    "header_place",
     "mask_url",
     "match_columns",
     "normalise_conversation_id",
@@ -868,6 +870,37 @@ def read_header(spec: SourceSpec) -> list[str]:
         try:
             records = workbook[sheet].iter_rows(values_only=True)
             return _find_header(records, f"{path}, sheet {sheet!r}")[1]
+        finally:
+            workbook.close()
+
+
+@dataclass(frozen=True)
+class HeaderPlace:
+    """Where `read_rows` finds the header of the file `spec.path`: data row N is record
+    `row + N` (a CSV record, which a quoted value may spread over several lines; a sheet row,
+    counting empty rows), and the records above the header are not read."""
+
+    workbook: bool  # an XLSX/XLSM workbook (a zip archive), else CSV
+    sheet: str | None  # the sheet read, for a workbook
+    row: int  # the header's 1-based record (CSV) or row (sheet) number
+
+
+def header_place(spec: SourceSpec) -> HeaderPlace:
+    """Where the header of the file `spec.path` (of `spec.sheet` for a workbook) is, as
+    `read_rows` finds it; InputError with the same messages when the file cannot be read."""
+    if spec.path is None:
+        raise UsageError("header_place needs a file")
+    path = spec.path
+    if not _read_head(path).startswith(_ZIP_MAGIC):
+        return HeaderPlace(workbook=False, sheet=None, row=1)  # the header is line 1
+    sheet = _pick_sheet(spec, str(path), sheet_names(path))
+    with path.open("rb") as stream:
+        workbook = load_workbook(stream, read_only=True, data_only=True)
+        try:
+            worksheet = workbook[sheet]
+            worksheet.reset_dimensions()  # as _read_sheet: the rows that are there
+            records = worksheet.iter_rows(values_only=True)
+            return HeaderPlace(True, sheet, _find_header(records, f"{path}, sheet {sheet!r}")[0])
         finally:
             workbook.close()
 

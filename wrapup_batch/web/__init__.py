@@ -137,6 +137,7 @@ def create_app(
         Route("/runs/{id}/revert", p.post_revert, methods=["POST"]),
         Route("/runs/{id}/events", p.events),
         Route("/runs/{id}/results.csv", p.results_csv),
+        Route("/runs/{id}/to-fix", p.rows_to_fix),
         Route("/runs/{id}/to-fix.csv", p.to_fix_csv),
         Route("/runs/{id}", p.run_page),
         Route("/api/runs/{id}", p.api_run),

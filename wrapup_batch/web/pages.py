@@ -23,7 +23,6 @@ from starlette.responses import (
     JSONResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
 
 from wrapup_batch.app import (
@@ -307,19 +306,22 @@ async def results_csv(request: Request) -> Response:
     )
 
 
-async def to_fix_csv(request: Request) -> Response:
+async def rows_to_fix(request: Request) -> Response:
+    """The run's rows to fix in the uploaded layout: a CSV as CSV, a workbook as .xlsx."""
     ws = workspace(request)
     run_id = _int_id(request)
-    name, body = await run_in_threadpool(ws.rows_to_fix, run_id)
-    return StreamingResponse(
-        body,
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{_ascii(name)}"'},
+    fix = await run_in_threadpool(ws.rows_to_fix, run_id)
+    return FileResponse(
+        fix.path,
+        media_type=fix.media_type,
+        filename=fix.filename,
+        background=BackgroundTask(os.unlink, fix.path),
     )
 
 
-def _ascii(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "rows-to-fix.csv"
+async def to_fix_csv(request: Request) -> Response:
+    """The first address of the rows to fix (CSV only then): it now leads to `rows_to_fix`."""
+    return RedirectResponse(f"/runs/{_int_id(request)}/to-fix", status_code=303)
 
 
 async def history(request: Request) -> Response:
