@@ -235,7 +235,8 @@ def _cell(target: Any, cell: Any, *, styled: bool) -> Any:
     """A write-only copy of a read-only cell: its value and number format (and its look, for
     the rows above the data); a text stays a text."""
     value = cell.value
-    if value is None:
+    styled = styled and bool(getattr(cell, "has_style", False))
+    if value is None and not styled:
         return None
     out = WriteOnlyCell(target, value=value)
     if isinstance(value, str):  # "=SUM(A1)" as text stays text: never a formula here
@@ -243,7 +244,7 @@ def _cell(target: Any, cell: Any, *, styled: bool) -> Any:
     number_format = getattr(cell, "number_format", None)
     if number_format and number_format != "General":
         out.number_format = number_format
-    if styled and getattr(cell, "has_style", False):
+    if styled:
         out.font = copy(cell.font)
         out.fill = copy(cell.fill)
         out.border = copy(cell.border)

@@ -528,7 +528,9 @@ def _read_csv(spec: SourceSpec, path: Path, head: bytes) -> Iterator[list[InputR
     if isinstance(resolved, str):
         text = head.decode(encoding, errors="replace")
         try:
-            later = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter))
+            later = list(
+                csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter)
+            )
         except csv.Error:
             later = []
         raise InputError(
@@ -564,7 +566,9 @@ def _csv_header(spec: SourceSpec, path: Path, head: bytes) -> tuple[str, str, li
         )
     delimiter = _detect_delimiter(name, header_line)
     try:
-        headers = next(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=delimiter))
+        headers = next(
+            csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter)
+        )
     except csv.Error as exc:
         raise InputError(f"{name}: the header (line 1) cannot be read: {exc}.") from None
     return encoding, delimiter, headers
