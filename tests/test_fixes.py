@@ -9,9 +9,7 @@ the rows, a second sheet, typed cells).
 from __future__ import annotations
 
 import codecs
-import csv
 import datetime as dt
-import io
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,9 +55,7 @@ def fix(spec: SourceSpec, rows: list[int], name: str = "in.csv") -> tuple[RowsTo
 
 # ---------------------------------------------------------------------------- CSV, generated
 
-_TEXT = st.lists(st.sampled_from(list("ab é,;\t\"'=+-@") + ["\n", "\r\n", "\r"]), max_size=8).map(
-    "".join
-)
+_TEXT = st.lists(st.sampled_from([*"ab é,;\t\"'=+-@", "\n", "\r\n", "\r"]), max_size=8).map("".join)
 _ID = st.one_of(st.sampled_from(IDS), st.sampled_from(["", "not-an-id", " " + IDS[0].upper()]))
 _DATA = st.tuples(_ID, st.one_of(st.sampled_from(["Sales", "", "=Sales"]), _TEXT), _TEXT)
 #: Hand-written records that csv.writer would not write: a stray quote inside a value, a quoted
@@ -308,7 +304,7 @@ def test_rows_above_the_header_are_copied_whatever_they_hold(tmp_path: Path) -> 
 def test_a_damaged_workbook_is_a_clear_input_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.xlsx"
     path.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
-    with pytest.raises(InputError, match="bad.xlsx") as info:
+    with pytest.raises(InputError, match=r"bad\.xlsx") as info:
         write_rows_to_fix(SourceSpec(path=path), [1], "bad.xlsx")
     assert "Traceback" not in str(info.value)
 

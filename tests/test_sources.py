@@ -27,6 +27,7 @@ from wrapup_batch.sources import (
     CANONICAL_COLUMNS,
     SourceSpec,
     describe_source,
+    match_columns,
     normalise_conversation_id,
     normalise_header,
     read_rows,
@@ -697,3 +698,24 @@ def test_normalise_conversation_id_rejects_non_uuids(text: str) -> None:
 )
 def test_normalise_conversation_id_examples_of_non_uuids(text: str) -> None:
     assert normalise_conversation_id(text) is None
+
+
+def test_a_file_with_cr_line_ends_is_read(tmp_path: Path) -> None:
+    """Old Mac spreadsheets end lines with a lone CR: the header is found, rows are numbered."""
+    path = write(tmp_path / "mac.csv", f"conversation_id,wrapup_code\r{A},Sales\r\r{B},Billing\r")
+    assert [(r.row, r.conversation_id, r.wrapup_code) for r in read_file(path)] == [
+        (1, A, "Sales"),
+        (3, B, "Billing"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [["Conversation Id", "Wrap-up"], ["Conversation", "Wrap-up Name", "Notes"]],
+)
+def test_match_columns_knows_the_aliases_read_rows_knows(headers: list[str]) -> None:
+    """The page's column step is skipped exactly when read_rows would read the file."""
+    matched = match_columns(headers, {})
+    assert matched["conversation_id"] == 0 and matched["wrapup_code"] == 1
+    # a mapping names the header itself: an alias no longer stands in for it
+    assert "wrapup_code" not in match_columns(headers, {"wrapup_code": "Disposition"})

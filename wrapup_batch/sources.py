@@ -232,10 +232,7 @@ def _resolve_columns(
     positions: dict[str, int] = {}
     for canonical in CANONICAL_COLUMNS:
         wanted = mapping.get(canonical, canonical)
-        hits = [i for i, key in enumerate(keys) if key == _header_key(wanted)]
-        if not hits and canonical not in mapping:
-            aliases = {_header_key(alias) for alias in HEADER_ALIASES.get(canonical, ())}
-            hits = [i for i, key in enumerate(keys) if key in aliases]
+        hits = _column_hits(keys, canonical, mapping)
         if canonical in mapping and not hits:
             return (
                 f"{where}: --column {canonical}={wanted} names a column that is not in {what}. "
@@ -259,6 +256,17 @@ def _resolve_columns(
             f"spaces; to use other headers, map them with {maps}."
         )
     return positions
+
+
+def _column_hits(keys: Sequence[str], canonical: str, mapping: Mapping[str, str]) -> list[int]:
+    """The positions of the headers (as `_header_key`s) that match a canonical column: its
+    `--column` header when mapped, else its own name, else one of its aliases."""
+    wanted = _header_key(mapping.get(canonical, canonical))
+    hits = [i for i, key in enumerate(keys) if key == wanted]
+    if not hits and canonical not in mapping:
+        aliases = {_header_key(alias) for alias in HEADER_ALIASES.get(canonical, ())}
+        hits = [i for i, key in enumerate(keys) if key in aliases]
+    return hits
 
 
 def _looks_like_header(cells: Sequence[str]) -> bool:
@@ -918,13 +926,13 @@ def csv_layout(spec: SourceSpec) -> tuple[str, str, list[str]]:
 
 def match_columns(headers: Sequence[str], columns: Mapping[str, str]) -> dict[str, int]:
     """Canonical column -> position in `headers`, matched as `read_rows` matches them (with
-    `columns` as `--column` mappings); the columns that no header matches are left out."""
+    `columns` as `--column` mappings, and the Genesys Cloud aliases); the columns that no
+    header (or more than one) matches are left out."""
     found: dict[str, int] = {}
     keys = [_header_key(h) for h in headers]
     mapping = {normalise_header(k): v for k, v in columns.items()}
     for canonical in CANONICAL_COLUMNS:
-        wanted = _header_key(mapping.get(canonical, canonical))
-        hits = [i for i, key in enumerate(keys) if key == wanted]
+        hits = _column_hits(keys, canonical, mapping)
         if len(hits) == 1:
             found[canonical] = hits[0]
     return found
