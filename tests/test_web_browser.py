@@ -252,3 +252,33 @@ def test_a_code_name_holding_a_script_shows_as_text(page: Page, site: Site) -> N
     expect(page.locator(".projection")).to_contain_text("sampled rows", timeout=20000)
     assert page.evaluate("window.__xss") is None
     assert page.locator("#codes script, #codes img, #codes b").count() == 0
+
+
+def test_a_workbook_s_rows_to_fix_download_as_a_workbook(page: Page, site: Site) -> None:
+    from openpyxl import load_workbook  # type: ignore[import-untyped]
+    from test_web_fixes import BAD_ID, review_workbook
+
+    source = review_workbook(site.tmp / "quality review.xlsx")
+    sign_in(page, site, "analyst@example.com", "analyst-password")
+    upload(page, source)
+    expect(page.locator("text=Which sheet?")).to_be_visible()
+    page.check("input[name=sheet][value=Data]")
+    page.click("text=Use this sheet")
+    expect(page.locator(".projection")).to_contain_text("sampled rows", timeout=20000)
+    page.click("#apply-open")
+    page.click("#apply-button")
+    page.wait_for_url("**/runs/1")
+    expect(page.locator("#state")).to_have_text("done", timeout=30000)
+    expect(page.locator("#download-fix")).to_contain_text("Rows to fix (4)")
+    with page.expect_download() as downloaded:
+        page.click("#download-fix")
+    assert downloaded.value.suggested_filename == "quality review-to-fix.xlsx"
+    with Path(downloaded.value.path()).open("rb") as saved:  # a name without a suffix
+        sheet = load_workbook(saved)["Data"]
+    assert [c.value for c in sheet[2]][:2] == ["Conversation Id", "Wrap-up"]
+    assert [r[0].value for r in sheet.iter_rows(min_row=3)] == [
+        "c0000003-0000-4000-8000-000000000000",
+        BAD_ID,
+        "c0000004-0000-4000-8000-000000000000",
+        "c0000004-0000-4000-8000-000000000000",
+    ]

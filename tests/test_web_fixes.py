@@ -139,7 +139,7 @@ def test_csv_rows_to_fix_corrected_and_uploaded_again_all_end_fine(
 WHEN = dt.datetime(2026, 11, 2, 9, 30)
 
 
-def _workbook(path: Path) -> Path:
+def review_workbook(path: Path) -> Path:
     """The rows on a second sheet, under an empty coloured band, with a date column."""
     book = openpyxl.Workbook()
     book.active.title = "Read me"
@@ -159,7 +159,7 @@ def _workbook(path: Path) -> Path:
 def test_xlsx_rows_to_fix_come_back_as_a_workbook_and_upload_again(
     web: Web, emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
-    source = _workbook(tmp_path / "quality review.xlsx")
+    source = review_workbook(tmp_path / "quality review.xlsx")
     sign_in(web)
 
     first, state = _run(web, upload(web, source, sheet="Data"))
