@@ -905,14 +905,24 @@ def header_place(spec: SourceSpec) -> HeaderPlace:
     path = spec.path
     if not _read_head(path).startswith(_ZIP_MAGIC):
         return HeaderPlace(workbook=False, sheet=None, row=1)  # the header is line 1
-    sheet = _pick_sheet(spec, str(path), sheet_names(path))
+    sheet_names(path)  # a file that is no workbook: the same message as read_rows
     with path.open("rb") as stream:
         workbook = load_workbook(stream, read_only=True, data_only=True)
         try:
-            worksheet = workbook[sheet]
-            worksheet.reset_dimensions()  # as _read_sheet: the rows that are there
-            records = worksheet.iter_rows(values_only=True)
-            return HeaderPlace(True, sheet, _find_header(records, f"{path}, sheet {sheet!r}")[0])
+            sheet = _pick_sheet(spec, str(path), list(workbook.sheetnames))
+            where = f"{path}, sheet {sheet!r}"
+            try:
+                worksheet = workbook[sheet]
+                worksheet.reset_dimensions()  # as _read_sheet: the rows that are there
+                row = _find_header(worksheet.iter_rows(values_only=True), where)[0]
+            except InputError:
+                raise
+            except Exception as exc:  # a damaged sheet, as in _read_sheet
+                raise InputError(
+                    f"{where} cannot be read ({_first_line(exc)}); open it in a spreadsheet "
+                    "and save it again, or export the sheet as CSV."
+                ) from None
+            return HeaderPlace(workbook=True, sheet=sheet, row=row)
         finally:
             workbook.close()
 
