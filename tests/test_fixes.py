@@ -174,6 +174,15 @@ def test_a_csv_keeps_its_bytes_quotes_and_line_ends(tmp_path: Path) -> None:
     assert (made.filename, made.media_type) == ("export-to-fix.csv", "text/csv; charset=utf-8")
 
 
+def test_a_header_on_two_lines_is_one_record(tmp_path: Path) -> None:
+    header = b'"Conversation\nId",wrapup_code\n'
+    path = tmp_path / "in.csv"
+    path.write_bytes(header + f"{IDS[0]},Sales\n{IDS[1]},X\n".encode())
+    assert [r.row for r in rows_of(SourceSpec(path=path))] == [1, 2]
+
+    assert fix(SourceSpec(path=path), [2])[1] == header + f"{IDS[1]},X\n".encode()
+
+
 def test_a_tsv_keeps_its_name_and_rows_beyond_the_file_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "in.tsv"
     path.write_text(f"conversation_id\twrapup_code\n{IDS[0]}\tSales\n{IDS[1]}\tX", "utf-8")
