@@ -14,7 +14,7 @@ from typing import Any
 import openpyxl  # type: ignore[import-untyped]
 import pytest
 from openpyxl.styles import PatternFill  # type: ignore[import-untyped]
-from web_helpers import Web, apply, sign_in, token_of, upload, wait_for_end, web
+from web_helpers import Web, apply, csrf, sign_in, token_of, upload, wait_for_end, web
 
 from wrapup_batch.emulator import EmulatorHandle
 from wrapup_batch.ledger import Ledger
@@ -162,7 +162,8 @@ def test_xlsx_rows_to_fix_come_back_as_a_workbook_and_upload_again(
     source = review_workbook(tmp_path / "quality review.xlsx")
     sign_in(web)
 
-    first, state = _run(web, upload(web, source, sheet="Data"))
+    preview_url = upload(web, source, sheet="Data")
+    first, state = _run(web, preview_url)
     assert state["state"] == "done" and state["counts"] == FIRST_COUNTS
     after_first = _posts(emulator)
 
@@ -210,6 +211,23 @@ def test_xlsx_rows_to_fix_come_back_as_a_workbook_and_upload_again(
     assert [[c.value for c in r] for r in left["Data"].iter_rows(min_row=2)] == [
         ["Conversation Id", "Wrap-up", "Notes", "Call date"]
     ]
+
+    # another sheet chosen on the first upload after its run: its row numbers are not the
+    # run's, so nothing is given back until the run's sheet is chosen again
+    def choose(sheet: str) -> None:
+        answer = web.client.post(
+            f"/runs/{token_of(preview_url)}/sheet",
+            data={"csrf_token": csrf(web), "sheet": sheet},
+            follow_redirects=False,
+        )
+        assert answer.status_code == 303
+
+    choose("Read me")
+    refused = web.client.get(f"/runs/{first}/to-fix")
+    assert refused.status_code == 400
+    assert "Another sheet of quality review.xlsx was chosen after this run" in refused.text
+    choose("Data")
+    assert web.client.get(f"/runs/{first}/to-fix").content[:2] == b"PK"
 
 
 def test_rows_to_fix_of_a_command_line_run_point_at_its_results(

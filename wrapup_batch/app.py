@@ -64,6 +64,7 @@ from wrapup_batch.sources import (
     CANONICAL_COLUMNS,
     REQUIRED_COLUMNS,
     SourceSpec,
+    describe_source,
     match_columns,
     read_header,
     read_rows,
@@ -879,10 +880,16 @@ class Workspace:
         if token is None:
             raise PageError("This run was not started from this page: use its results file.")
         upload = self.get_upload(token)
+        spec = upload.spec()
+        if self.get_run(run_id).source != describe_source(spec):  # its row numbers are not these
+            raise PageError(
+                f"Another sheet of {upload.filename} was chosen after this run; choose the sheet "
+                "this run read again (the history names it) to download its rows to fix."
+            )
         statuses = [s.value for s in (NOT_FINE | UNFINISHED)]
         rows = (r.row for page in self.ledger.iter_results(run_id, statuses=statuses) for r in page)
         try:
-            return write_rows_to_fix(upload.spec(), rows, upload.filename)
+            return write_rows_to_fix(spec, rows, upload.filename)
         except WrapupBatchError as err:
             raise PageError(upload.shown(str(err))) from None
 
