@@ -881,7 +881,7 @@ class Workspace:
             raise PageError("This run was not started from this page: use its results file.")
         upload = self.get_upload(token)
         spec = upload.spec()
-        if self.get_run(run_id).source != describe_source(spec):  # its row numbers are not these
+        if not _read_as(self.get_run(run_id).source, spec):  # its row numbers are not these
             raise PageError(
                 f"Another sheet of {upload.filename} was chosen after this run; choose the sheet "
                 "this run read again (the history names it) to download its rows to fix."
@@ -892,6 +892,14 @@ class Workspace:
             return write_rows_to_fix(spec, rows, upload.filename)
         except WrapupBatchError as err:
             raise PageError(upload.shown(str(err))) from None
+
+
+def _read_as(recorded: str, spec: SourceSpec) -> bool:
+    """Whether a run's recorded source is the upload's file read as `spec` reads it (the same
+    sheet), whatever the data folder was called when the run started."""
+    assert spec.path is not None
+    sheet = describe_source(spec).removeprefix(str(spec.path))  # "" or " (sheet 'Data')"
+    return recorded.endswith(os.sep + spec.path.name + sheet)
 
 
 @dataclass(frozen=True)
