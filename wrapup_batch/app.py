@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +58,7 @@ from wrapup_batch.ledger.locking import pid_alive
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
 from wrapup_batch.planner import OnExisting, ParticipantMode, plan
 from wrapup_batch.planner import conversation_from_json as parse_conversation
+from wrapup_batch.preview_job import PreviewJobs
 from wrapup_batch.report import run_counts, write_results
 from wrapup_batch.runner import Progress, RunOptions, RunResult, revert_batch, run_batch
 from wrapup_batch.sources import (
@@ -85,6 +86,10 @@ CODE_VALUES_SHOWN = 500
 REQUESTS_PER_ROW = 2
 FAILURES_SHOWN = 8
 CATALOG_TTL_S = 300.0
+#: Uploads up to this size are previewed within the request (a second or so); larger ones in a
+#: child process while the page shows how far it has read (`preview_job`).
+PREVIEW_INLINE_BYTES = 1024 * 1024
+PREVIEW_FILE = "preview.json"
 _REFRESH_S = 1.0
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _SUFFIXES = (".csv", ".txt", ".tsv", ".xlsx", ".xlsm")
@@ -276,6 +281,7 @@ class Workspace:
         concurrency: int = 4,
         max_upload: int = DEFAULT_MAX_UPLOAD,
         request_timeout: float = 30.0,
+        preview_inline_bytes: int = PREVIEW_INLINE_BYTES,
     ) -> None:
         self.ledger_target = ledger
         self.ledger = Ledger.open(ledger)
@@ -292,8 +298,11 @@ class Workspace:
         self._live: dict[int, _Live] = {}
         self._meters: dict[int, _Meter] = {}
         self._catalog: tuple[float, CodeCatalog] | None = None
+        self.preview_inline_bytes = preview_inline_bytes
+        self._previews = PreviewJobs(self._catalog_or_problem, rate_limit)
 
     def close(self) -> None:
+        self._previews.close()
         for live in list(self._live.values()):
             live.stop.set()
         for live in list(self._live.values()):
@@ -375,20 +384,46 @@ class Workspace:
     # -- the preview ----------------------------------------------------------------------
 
     def preview(self, upload: Upload) -> dict[str, Any]:
-        """Every verdict that needs no per-row API call (computed once, then kept)."""
-        kept = upload.directory / "preview.json"
+        """Every verdict that needs no per-row API call (computed once, then kept).
+
+        A file of up to `preview_inline_bytes` is previewed here and now (about a second); a
+        larger one in a child process (`preview_job`), and until it is done the answer is the
+        stage `reading` with how far it has got. The sheet and column steps come first either
+        way, read at once from the file's head."""
+        kept = self._kept_preview(upload)
+        if kept is not None:
+            return kept
+        if upload.size > self.preview_inline_bytes:
+            try:
+                layout = self.preview_layout(upload)
+            except WrapupBatchError as err:
+                layout = {"stage": "error", "error": upload.shown(str(err))}
+            if layout["stage"] != "ready":
+                return self._keep_preview(upload, layout)
+            return self._previews.follow(upload)
+        return self._keep_preview(
+            upload,
+            self.compute_preview(upload, self._catalog_or_problem, rate_limit=self.rate_limit),
+        )
+
+    @staticmethod
+    def _kept_preview(upload: Upload) -> dict[str, Any] | None:
         try:
-            return dict(json.loads(kept.read_text("utf-8")))
+            return dict(json.loads((upload.directory / PREVIEW_FILE).read_text("utf-8")))
         except (OSError, ValueError):
-            pass
-        try:
-            result = self._compute_preview(upload)
-        except WrapupBatchError as err:
-            result = {"stage": "error", "error": upload.shown(str(err))}
-        kept.write_text(json.dumps(result), "utf-8")
+            return None
+
+    @staticmethod
+    def _keep_preview(upload: Upload, result: dict[str, Any]) -> dict[str, Any]:
+        part = upload.directory / (PREVIEW_FILE + ".part")
+        part.write_text(json.dumps(result), "utf-8")
+        os.replace(part, upload.directory / PREVIEW_FILE)
         return result
 
-    def _compute_preview(self, upload: Upload) -> dict[str, Any]:
+    @staticmethod
+    def preview_layout(upload: Upload) -> dict[str, Any]:
+        """The sheet and column steps: `{"stage": "sheet" | "columns", ...}` while the
+        analyst has a choice to make, else `{"stage": "ready", sheets, headers, mapping}`."""
         sheets = sheet_names(upload.path)
         if len(sheets) > 1 and upload.sheet is None:
             return {"stage": "sheet", "sheets": sheets}
@@ -400,32 +435,64 @@ class Workspace:
                 "headers": headers,
                 "matched": {c: headers[i] for c, i in matched.items()},
             }
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(dir=upload.directory) as scratch:
-            book = Ledger.open(str(Path(scratch) / "preview.db"))
-            try:
-                result = self._verdicts(upload, book)
-            finally:
-                book.close()
-        result.update(
-            stage="ready",
-            sheets=sheets,
-            headers=headers,
-            mapping={c: headers[i] for c, i in matched.items()},
-            seconds=round(time.monotonic() - started, 2),
-        )
+        return {
+            "stage": "ready",
+            "sheets": sheets,
+            "headers": headers,
+            "mapping": {c: headers[i] for c, i in matched.items()},
+        }
+
+    @staticmethod
+    def compute_preview(
+        upload: Upload,
+        codes: Callable[[], tuple[CodeCatalog | None, str]],
+        *,
+        rate_limit: float,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """The preview of `upload`, in this process: the layout, then every row through a
+        scratch ledger for the verdicts a run would record. `codes()` gives the org's
+        catalogue or what kept it from being read; `progress(phase, rows)` hears how far it
+        has got. A file's problem is the `error` stage, with the CLI's message."""
+        try:
+            layout = Workspace.preview_layout(upload)
+            if layout["stage"] != "ready":
+                return layout
+            started = time.monotonic()
+            with tempfile.TemporaryDirectory(dir=upload.directory) as scratch:
+                book = Ledger.open(str(Path(scratch) / "preview.db"))
+                try:
+                    result = Workspace._verdicts(
+                        upload, book, codes, rate_limit, progress or _no_progress
+                    )
+                finally:
+                    book.close()
+        except WrapupBatchError as err:
+            return {"stage": "error", "error": upload.shown(str(err))}
+        result.update(layout, seconds=round(time.monotonic() - started, 2))
         return result
 
-    def _verdicts(self, upload: Upload, book: Ledger) -> dict[str, Any]:
+    @staticmethod
+    def _verdicts(
+        upload: Upload,
+        book: Ledger,
+        codes: Callable[[], tuple[CodeCatalog | None, str]],
+        rate_limit: float,
+        progress: Callable[[str, int], None],
+    ) -> dict[str, Any]:
         run_id = book.start_run(source=upload.filename, options={}, dry_run=True)
         values: Counter[str] = Counter()
         rows = 0
+        progress("reading", 0)
         for chunk in read_rows(upload.spec()):
             book.ingest(run_id, chunk)
             rows += len(chunk)
             values.update(row.wrapup_code for row in chunk if row.problem is None)
+            progress("reading", rows)
+        progress("duplicates", rows)
         book.mark_duplicates(run_id)
-        catalog, codes_error = self._catalog_or_problem()
+        progress("resolve", rows)
+        catalog, codes_error = codes()
         code_lines: list[dict[str, Any]] = []
         if catalog is not None:
             for value in book.requested_codes(run_id, DONE):
@@ -439,7 +506,9 @@ class Workspace:
                     status=found.status,
                     message=found.message,
                 )
+            progress("conflicts", rows)
             book.mark_conflicts(run_id, DONE)
+        progress("summary", rows)
         sample = _sample(book, run_id) if catalog is not None else []
         for value, count in values.most_common(CODE_VALUES_SHOWN):
             line: dict[str, Any] = {"value": value, "rows": count}
@@ -471,8 +540,8 @@ class Workspace:
             "distinct_codes": len(values),
             "codes_error": codes_error,
             "to_apply": to_apply,
-            "rate_limit": self.rate_limit,
-            "eta_seconds": round(to_apply * REQUESTS_PER_ROW * 60.0 / self.rate_limit, 1),
+            "rate_limit": rate_limit,
+            "eta_seconds": round(to_apply * REQUESTS_PER_ROW * 60.0 / rate_limit, 1),
             "sample": sample,
         }
 
@@ -943,6 +1012,10 @@ def _sample(book: Ledger, run_id: int) -> list[dict[str, Any]]:
         }
         for r in sorted(found)
     ]
+
+
+def _no_progress(_phase: str, _rows: int) -> None:
+    pass
 
 
 def _status(value: str) -> Status | None:

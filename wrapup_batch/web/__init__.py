@@ -128,6 +128,7 @@ def create_app(
         Route("/uploads", p.post_upload, methods=["POST"]),
         Route("/runs", p.history),
         Route("/runs/{id}/preview", p.preview),
+        Route("/runs/{id}/preview/progress", p.preview_progress),
         Route("/runs/{id}/sheet", p.post_sheet, methods=["POST"]),
         Route("/runs/{id}/columns", p.post_columns, methods=["POST"]),
         Route("/runs/{id}/sample", p.sample),

@@ -131,6 +131,17 @@ async def preview(request: Request) -> Response:
     )
 
 
+async def preview_progress(request: Request) -> Response:
+    """The "reading N rows" block of a large upload's preview, polled by htmx every second;
+    once the preview is done, an empty answer that makes htmx reload the page."""
+    ws = workspace(request)
+    upload = await _upload(request)
+    data = await run_in_threadpool(ws.preview, upload)
+    if data.get("stage") == "reading":
+        return render(request, "_reading.html", {"upload": upload, "p": data})
+    return Response(status_code=200, headers={"HX-Refresh": "true"})
+
+
 async def post_sheet(request: Request) -> Response:
     ws = workspace(request)
     upload = await _upload(request)
@@ -348,6 +359,9 @@ async def api_run(request: Request) -> Response:
             "counts": counts,
             "started_by": upload.uploaded_by,
             "runs": upload.run_ids,
+            # the preview's own stage: reading (a large file, rows so far in total), sheet,
+            # columns, error or ready
+            "preview": data.get("stage"),
         }
     )
 
