@@ -5,6 +5,11 @@
 3. page loads p95 at most 300 ms while a run applies at 1,200 rows a minute;
 4. the server's peak RSS at most 400 MB for a 1,000,000-row upload (to its preview).
 
+A large upload's preview is computed in a child process of the page while the page polls:
+"upload to preview" runs from the first byte sent to the ready preview page (the redirect and
+the first, "reading", page are timed on the way), and the child's own peak RSS is sampled from
+`/proc` beside the server's.
+
     .venv/bin/python benchmarks/bench_web.py [--rows 100000] [--large-rows 1000000]
         [--apply-rows 1500] [--json benchmarks/out/web.json]
 
@@ -26,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -81,21 +86,60 @@ def csrf(client: httpx.Client) -> str:
     return found.group(1)
 
 
-def upload_to_preview(client: httpx.Client, path: Path) -> tuple[str, float, dict[str, Any]]:
-    """Upload `path`, then load its preview page; the seconds from the first byte sent to the
-    preview page received."""
+def children_peak_rss_mb(pid: int) -> dict[int, float]:
+    """The peak RSS of each child process of `pid` now (a large preview's job)."""
+    found: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            with suppress(OSError, ValueError):
+                found[int(child)] = peak_rss_mb(int(child))
+    return found
+
+
+def upload_to_preview(
+    client: httpx.Client, path: Path, pid: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """Upload `path`, load its preview page, and follow it (as the page's polling does) until
+    the preview is ready; the seconds from the first byte sent to the redirect, to the first
+    page, and to the ready preview page; the peak RSS of the server's children meanwhile."""
     token = csrf(client)
     started = time.perf_counter()
     with path.open("rb") as handle:
         answer = client.post("/uploads", data={"csrf_token": token}, files={"file": handle})
     assert answer.status_code == 303, answer.text[:300]
+    redirected = time.perf_counter() - started
     preview_url = answer.headers["location"]
+    upload_id = preview_url.split("/")[2]
+    first = client.get(preview_url)
+    assert first.status_code == 200
+    first_page = time.perf_counter() - started
+    reading_first = "Reading" in first.text and 'id="reading"' in first.text
+    children: dict[int, float] = {}
+    polls = 0
+    while True:
+        state: dict[str, Any] = client.get(f"/api/runs/{upload_id}").json()
+        if pid is not None:
+            children.update(children_peak_rss_mb(pid))
+        if state.get("preview") != "reading":
+            break
+        polls += 1
+        time.sleep(0.1)
     preview = client.get(preview_url)
     seconds = time.perf_counter() - started
-    assert preview.status_code == 200
-    upload_id = preview_url.split("/")[2]
-    state: dict[str, Any] = client.get(f"/api/runs/{upload_id}").json()
-    return upload_id, seconds, state
+    assert preview.status_code == 200 and "rows read" in preview.text, preview.text[-500:]
+    return upload_id, {
+        "state": state,
+        "seconds": seconds,
+        "redirect_seconds": redirected,
+        "first_page_seconds": first_page,
+        "first_page_was_reading": reading_first,
+        "polls": polls,
+        "children_peak_rss_mb": max(children.values()) if children else None,
+    }
 
 
 def bench_preview(
@@ -106,15 +150,20 @@ def bench_preview(
     with page(env, folder, "--max-upload", str(max_upload_mb)) as (url, pid):
         client = httpx.Client(base_url=url, timeout=600, follow_redirects=False)
         before = peak_rss_mb(pid)
-        _upload_id, seconds, state = upload_to_preview(client, path)
+        _upload_id, seen = upload_to_preview(client, path, pid)
         peak = peak_rss_mb(pid)
+    state = seen["state"]
     assert state["total"] == rows, state
     return {
         "rows": rows,
         "file_mb": round(path.stat().st_size / 1024 / 1024, 1),
-        "upload_to_preview_seconds": round(seconds, 2),
+        "upload_to_preview_seconds": round(seen["seconds"], 2),
+        "upload_to_redirect_seconds": round(seen["redirect_seconds"], 2),
+        "upload_to_first_page_seconds": round(seen["first_page_seconds"], 2),
+        "first_page_was_reading": seen["first_page_was_reading"],
         "server_peak_rss_mb_before_upload": before,
         "server_peak_rss_mb": peak,
+        "preview_child_peak_rss_mb": seen["children_peak_rss_mb"],
     }
 
 
@@ -126,7 +175,7 @@ def bench_apply(env: dict[str, str], rows: int, folder: Path) -> dict[str, Any]:
     ledger = folder / "ledger.db"
     with page(env, folder, "--rate-limit", "2400", "--concurrency", "4") as (url, _pid):
         client = httpx.Client(base_url=url, timeout=60, follow_redirects=False)
-        upload_id, _seconds, _state = upload_to_preview(client, path)
+        upload_id, _seen = upload_to_preview(client, path)
         answer = client.post(
             f"/runs/{upload_id}/apply",
             data={

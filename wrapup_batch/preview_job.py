@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -118,6 +119,22 @@ def _reading(progress: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _at_work(progress: Mapping[str, Any]) -> bool:
+    """Whether the child that wrote this progress is still at work: its heartbeat is fresh
+    and, on this host, its process is alive."""
+    if time.time() - float(progress.get("at") or 0) >= STALE_S:
+        return False
+    if progress.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(progress.get("pid") or 0), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return int(progress.get("pid") or 0) > 0
+
+
 def _child_env() -> dict[str, str]:
     """The page's environment without the org's credentials: the child never calls the API."""
     return {k: v for k, v in os.environ.items() if not k.startswith("GENESYSCLOUD_")}
@@ -162,11 +179,7 @@ class PreviewJobs:
                 job = None
             progress = _read_json(key / PROGRESS_FILE)
             if job is None:
-                if (
-                    progress is not None
-                    and progress.get("layout") == layout
-                    and time.time() - float(progress.get("at") or 0) < STALE_S
-                ):
+                if progress is not None and progress.get("layout") == layout and _at_work(progress):
                     return _reading(progress)  # a child of the page before a restart, at work
                 if self._closing:
                     return _reading({"phase": "starting"})
@@ -262,6 +275,7 @@ class _Heartbeat:
         self._path = path
         self._state: dict[str, Any] = {
             "pid": os.getpid(),
+            "host": socket.gethostname(),
             "layout": layout,
             "phase": "reading",
             "rows": 0,
@@ -314,21 +328,23 @@ def main(argv: list[str] | None = None) -> int:
     heartbeat = _Heartbeat(directory / PROGRESS_FILE, layout, estimate_rows(upload.path))
     heartbeat.start()
     try:
-        result = Workspace.compute_preview(
-            upload,
-            lambda: (catalog, codes_error),
-            rate_limit=float(job["rate_limit"]),
-            progress=heartbeat.update,
-        )
-    except Exception:  # a bug, not the file (the file's problems are the error stage)
-        log.exception("the preview in %s failed", directory)
-        result = _error(UNEXPECTED)
-    finally:
-        heartbeat.stop()
-    now = _read_json(directory / "meta.json") or {}
-    if layout_key(now.get("sheet"), now.get("columns") or {}) == layout:
-        _write_json(directory / RESULT_FILE, result)  # else the analyst changed sheet or columns
-    (directory / PROGRESS_FILE).unlink(missing_ok=True)
+        try:
+            result = Workspace.compute_preview(
+                upload,
+                lambda: (catalog, codes_error),
+                rate_limit=float(job["rate_limit"]),
+                progress=heartbeat.update,
+            )
+        except Exception:  # a bug, not the file (the file's problems are the error stage)
+            log.exception("the preview in %s failed", directory)
+            result = _error(UNEXPECTED)
+        finally:
+            heartbeat.stop()
+        now = _read_json(directory / "meta.json") or {}
+        if layout_key(now.get("sheet"), now.get("columns") or {}) == layout:
+            _write_json(directory / RESULT_FILE, result)  # else: another sheet or mapping
+    finally:  # stopped or done: no heartbeat left for a page to wait on
+        (directory / PROGRESS_FILE).unlink(missing_ok=True)
     return 0
 
 
