@@ -282,3 +282,18 @@ def test_a_workbook_s_rows_to_fix_download_as_a_workbook(page: Page, site: Site)
         "c0000004-0000-4000-8000-000000000000",
         "c0000004-0000-4000-8000-000000000000",
     ]
+
+
+def test_a_large_upload_shows_reading_then_turns_into_its_preview(page: Page, site: Site) -> None:
+    site.workspace.preview_inline_bytes = 0  # every upload is previewed in the background
+    sign_in(page, site, "analyst@example.com", "analyst-password")
+    upload(page, RECLASSIFY)
+    reading = page.locator("#reading")
+    expect(reading).to_be_visible()  # the first page: the job has only just started
+    expect(reading).to_contain_text("Read")
+    expect(page.locator("#apply-form")).to_have_count(0)
+    # htmx polls the progress block; when the preview is done, the page reloads into it
+    expect(page.locator(".tile").first).to_contain_text("22", timeout=60000)
+    expect(reading).to_have_count(0)
+    expect(page.locator("#problems")).to_contain_text("same as row 1")
+    expect(page.locator(".projection")).to_contain_text("Of 16 sampled rows", timeout=20000)

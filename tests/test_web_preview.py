@@ -20,8 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
+from openpyxl import Workbook  # type: ignore[import-untyped]
 from test_web_server import page as serve_page
-from web_helpers import Web, apply, make_web, sign_in, token_of, upload
+from web_helpers import Web, apply, csrf, make_web, sign_in, token_of, upload
 
 from wrapup_batch.app import PREVIEW_INLINE_BYTES
 from wrapup_batch.emulator import EmulatorHandle, generated_conversation_id
@@ -152,6 +153,35 @@ def test_a_preview_that_fails_in_the_background_shows_the_command_lines_message(
     ) in page.text
     assert "Traceback" not in page.text and str(tmp_path) not in page.text
     assert web.client.get(f"/api/runs/{token_of(preview_url)}").json()["preview"] == "error"
+
+
+def test_a_large_workbook_asks_for_its_sheet_from_the_background_then_previews_it(
+    background: Web, tmp_path: Path
+) -> None:
+    web = background
+    sign_in(web)
+    book = Workbook()
+    book.active.title = "Notes"
+    book.active.append(["nothing here"])
+    data = book.create_sheet("Codes")
+    data.append(["conversation_id", "wrapup_code"])
+    for i in range(1, 201):
+        data.append([generated_conversation_id(i), "Sales"])
+    path = tmp_path / "book.xlsx"
+    book.save(path)
+    preview_url = upload(web, path)
+    token = token_of(preview_url)
+    assert 'id="reading"' in web.client.get(preview_url).text
+    _follow(web, token)
+    page = web.client.get(preview_url).text
+    assert "Which sheet?" in page and 'value="Codes"' in page
+    chosen = web.client.post(
+        f"/runs/{token}/sheet", data={"csrf_token": csrf(web), "sheet": "Codes"}
+    )
+    assert chosen.status_code == 200 and 'id="reading"' in chosen.text
+    _follow(web, token)
+    state = web.client.get(f"/api/runs/{token}").json()
+    assert state["preview"] == "ready" and state["counts"] == {"pending": 200}
 
 
 def test_a_preview_whose_process_dies_says_so_instead_of_reading_forever(

@@ -387,19 +387,13 @@ class Workspace:
         """Every verdict that needs no per-row API call (computed once, then kept).
 
         A file of up to `preview_inline_bytes` is previewed here and now (about a second); a
-        larger one in a child process (`preview_job`), and until it is done the answer is the
-        stage `reading` with how far it has got. The sheet and column steps come first either
-        way, read at once from the file's head."""
+        larger one in a child process (`preview_job`: even its sheet and column steps, since a
+        large workbook's strings alone can take a hundred MB), and until that is done the
+        answer is the stage `reading` with how far it has got."""
         kept = self._kept_preview(upload)
         if kept is not None:
             return kept
         if upload.size > self.preview_inline_bytes:
-            try:
-                layout = self.preview_layout(upload)
-            except WrapupBatchError as err:
-                layout = {"stage": "error", "error": upload.shown(str(err))}
-            if layout["stage"] != "ready":
-                return self._keep_preview(upload, layout)
             return self._previews.follow(upload)
         return self._keep_preview(
             upload,

@@ -277,7 +277,7 @@ class _Heartbeat:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "layout": layout,
-            "phase": "reading",
+            "phase": "starting",
             "rows": 0,
             "estimated_rows": estimated_rows,
             "started": time.time(),
