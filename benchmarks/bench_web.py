@@ -120,8 +120,11 @@ def upload_to_preview(
     reading_first = "Reading" in first.text and 'id="reading"' in first.text
     children: dict[int, float] = {}
     polls = 0
+    poll_ms: list[float] = []
     while True:
+        t0 = time.perf_counter()
         state: dict[str, Any] = client.get(f"/api/runs/{upload_id}").json()
+        poll_ms.append((time.perf_counter() - t0) * 1000)
         if pid is not None:
             children.update(children_peak_rss_mb(pid))
         if state.get("preview") != "reading":
@@ -138,6 +141,7 @@ def upload_to_preview(
         "first_page_seconds": first_page,
         "first_page_was_reading": reading_first,
         "polls": polls,
+        "poll_p95_ms": round(_p95(poll_ms), 1) if poll_ms else None,
         "children_peak_rss_mb": max(children.values()) if children else None,
     }
 
@@ -164,6 +168,8 @@ def bench_preview(
         "server_peak_rss_mb_before_upload": before,
         "server_peak_rss_mb": peak,
         "preview_child_peak_rss_mb": seen["children_peak_rss_mb"],
+        "api_polls_while_reading": seen["polls"],
+        "api_poll_p95_ms_while_reading": seen["poll_p95_ms"],
     }
 
 
