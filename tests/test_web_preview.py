@@ -265,6 +265,7 @@ def test_a_server_killed_during_a_preview_computes_it_again_after_a_restart(
         process.wait()
     assert not (uploads / RESULT_FILE).exists()
     assert (uploads / PROGRESS_FILE).exists()  # a heartbeat left by a dead child
+    assert list(uploads.glob("preview-scratch-*"))  # and its scratch ledger
     with serve_page(emulator, tmp_path, "6000") as (url, _process):
         client = httpx.Client(base_url=url, follow_redirects=False, timeout=30)
         assert 'id="reading"' in client.get(preview_url).text
@@ -274,3 +275,5 @@ def test_a_server_killed_during_a_preview_computes_it_again_after_a_restart(
             time.sleep(0.2)
         assert state["preview"] == "ready" and state["total"] == 40_000
         assert "rows read" in client.get(preview_url).text
+    assert not (uploads / PROGRESS_FILE).exists()
+    assert not [p for p in uploads.iterdir() if p.is_dir()]  # the dead child's scratch too

@@ -58,7 +58,7 @@ from wrapup_batch.ledger.locking import pid_alive
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
 from wrapup_batch.planner import OnExisting, ParticipantMode, plan
 from wrapup_batch.planner import conversation_from_json as parse_conversation
-from wrapup_batch.preview_job import PreviewJobs
+from wrapup_batch.preview_job import SCRATCH_PREFIX, PreviewJobs
 from wrapup_batch.report import run_counts, write_results
 from wrapup_batch.runner import Progress, RunOptions, RunResult, revert_batch, run_batch
 from wrapup_batch.sources import (
@@ -453,7 +453,8 @@ class Workspace:
             if layout["stage"] != "ready":
                 return layout
             started = time.monotonic()
-            with tempfile.TemporaryDirectory(dir=upload.directory) as scratch:
+            scratch_dir = tempfile.TemporaryDirectory(dir=upload.directory, prefix=SCRATCH_PREFIX)
+            with scratch_dir as scratch:
                 book = Ledger.open(str(Path(scratch) / "preview.db"))
                 try:
                     result = Workspace._verdicts(

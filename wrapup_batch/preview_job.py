@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "preview.json"
 PROGRESS_FILE = "preview.progress.json"
+#: The folder of a preview's scratch ledger in the upload's (removed when the preview ends).
+SCRATCH_PREFIX = "preview-scratch-"
 #: How often the child writes its progress (the page polls every second).
 HEARTBEAT_S = 0.5
 #: A progress file this old belongs to a child that is gone: the preview is started again.
@@ -192,6 +195,8 @@ class PreviewJobs:
 
     def _start(self, upload: Upload, layout: str) -> _Job:
         (upload.directory / PROGRESS_FILE).unlink(missing_ok=True)
+        for left in upload.directory.glob(SCRATCH_PREFIX + "*"):  # by a child killed mid-way
+            shutil.rmtree(left, ignore_errors=True)
         job = _Job(upload.directory, layout, time.time())
         job.thread = threading.Thread(
             target=self._work, args=(job,), name="wrapup-web-preview", daemon=True
