@@ -58,6 +58,7 @@ from wrapup_batch.ledger.locking import pid_alive
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
 from wrapup_batch.planner import OnExisting, ParticipantMode, plan
 from wrapup_batch.planner import conversation_from_json as parse_conversation
+from wrapup_batch.preview_job import RESULT_FILE as PREVIEW_FILE
 from wrapup_batch.preview_job import SCRATCH_PREFIX, PreviewJobs
 from wrapup_batch.report import run_counts, write_results
 from wrapup_batch.runner import Progress, RunOptions, RunResult, revert_batch, run_batch
@@ -89,7 +90,6 @@ CATALOG_TTL_S = 300.0
 #: Uploads up to this size are previewed within the request (a second or so); larger ones in a
 #: child process while the page shows how far it has read (`preview_job`).
 PREVIEW_INLINE_BYTES = 1024 * 1024
-PREVIEW_FILE = "preview.json"
 _REFRESH_S = 1.0
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _SUFFIXES = (".csv", ".txt", ".tsv", ".xlsx", ".xlsm")

@@ -210,6 +210,7 @@ class PreviewJobs:
             catalog, codes_error = self._codes()
             payload = {
                 "layout": job.layout,
+                "started": job.started,
                 "rate_limit": self._rate_limit,
                 "codes_error": codes_error,
                 "codes": None
@@ -276,7 +277,7 @@ def _error(message: str) -> dict[str, Any]:
 class _Heartbeat:
     """Writes the child's progress to the progress file every HEARTBEAT_S."""
 
-    def __init__(self, path: Path, layout: str, estimated_rows: int | None) -> None:
+    def __init__(self, path: Path, layout: str, started: float, estimated_rows: int | None) -> None:
         self._path = path
         self._state: dict[str, Any] = {
             "pid": os.getpid(),
@@ -285,7 +286,7 @@ class _Heartbeat:
             "phase": "starting",
             "rows": 0,
             "estimated_rows": estimated_rows,
-            "started": time.time(),
+            "started": started,
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="preview-heartbeat", daemon=True)
@@ -330,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     codes = job.get("codes")
     catalog = None if codes is None else CodeCatalog(WrapupCode(*c) for c in codes)
     codes_error = str(job.get("codes_error") or "")
-    heartbeat = _Heartbeat(directory / PROGRESS_FILE, layout, estimate_rows(upload.path))
+    started = float(job.get("started") or time.time())  # when the page started the job
+    heartbeat = _Heartbeat(directory / PROGRESS_FILE, layout, started, estimate_rows(upload.path))
     heartbeat.start()
     try:
         try:
