@@ -4,9 +4,10 @@ The page (`wrapup_batch.web`) is a thin face over this module, which calls the l
 command line uses: `sources` reads the file, a scratch `Ledger` gives the preview the same
 verdicts (`invalid`, `duplicate`, `conflict`, `unknown_code`, `ambiguous_code`) that a run
 records, `codes.CodeCatalog` resolves the codes, `planner.plan` projects the sampled look-up,
-`runner.run_batch` applies in a background thread with a progress callback and a stop event,
-and `report.write_results` writes the results file (the same bytes as `run --results`).
-Nothing here imports a web framework.
+`execution.start` (as `wrapup-batch run` and `revert`) applies in a background thread with a
+progress callback and a stop event, with `options.run_options` and `execution.new_client` as
+the command line's, and `report.write_results` writes the results file (the same bytes as
+`run --results`). Nothing here imports a web framework.
 
 Files and runs are reached by id only: an upload by a random token (its file lives in
 `<data dir>/uploads/<token>/`), a run by its ledger id. Every run records who started it.
@@ -45,6 +46,7 @@ from wrapup_batch.errors import (
     UsageError,
     WrapupBatchError,
 )
+from wrapup_batch.execution import hide_secrets, new_client, start
 from wrapup_batch.fixes import RowsToFix, write_rows_to_fix
 from wrapup_batch.ledger import (
     DONE,
@@ -56,12 +58,13 @@ from wrapup_batch.ledger import (
 )
 from wrapup_batch.ledger.locking import pid_alive
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
+from wrapup_batch.options import run_options
 from wrapup_batch.planner import OnExisting, ParticipantMode, plan
 from wrapup_batch.planner import conversation_from_json as parse_conversation
 from wrapup_batch.preview_job import RESULT_FILE as PREVIEW_FILE
 from wrapup_batch.preview_job import SCRATCH_PREFIX, PreviewJobs
 from wrapup_batch.report import run_counts, write_results
-from wrapup_batch.runner import Progress, RunOptions, RunResult, revert_batch, run_batch
+from wrapup_batch.runner import Progress, RunOptions, RunResult
 from wrapup_batch.sources import (
     CANONICAL_COLUMNS,
     REQUIRED_COLUMNS,
@@ -577,9 +580,8 @@ class Workspace:
     def _client(self, throttle: Throttle, pool_size: int = 4) -> GenesysClient:
         if self.api is None:
             raise UsageError(self.api_problem or "no API settings")
-        from wrapup_batch.genesys import GenesysClient
-
-        return GenesysClient(self.api, throttle=throttle, pool_size=pool_size)
+        hide_secrets(self.api)
+        return new_client(self.api, throttle, pool_size=pool_size)
 
     def sample_lookup(
         self, upload: Upload, on_existing: OnExisting, participant: ParticipantMode
@@ -635,25 +637,7 @@ class Workspace:
         if preview.get("stage") != "ready":
             raise PageError("This file cannot be applied yet: finish the preview first.")
         options = self._options(on_existing, participant)
-        spec = upload.spec()
-
-        def work(live: _Live) -> RunResult:
-            book = Ledger.open(self.ledger_target)
-            try:
-                return run_batch(
-                    book,
-                    spec,
-                    options,
-                    self._factory,
-                    progress=self._progress_of(live),
-                    stop=live.stop,
-                    api=self.api,
-                    started_by=user.started_by,
-                )
-            finally:
-                book.close()
-
-        run_id = self._start(work)
+        run_id = self._launch(options, user, spec=upload.spec())
         upload.run_ids.append(run_id)
         self._save_keep_preview(upload)
         (self.data_dir / "runs" / f"{run_id}.json").write_text(
@@ -683,16 +667,28 @@ class Workspace:
         view = self.run_view(run_id)
         if view.state == "applying":
             raise Busy("This run is still applying: revert it once it has ended.")
-        options = self._options("replace", "all-agents")
+        return self._launch(self._options("replace", "all-agents"), user, revert_of=run_id)
+
+    def _launch(
+        self,
+        options: RunOptions,
+        user: User,
+        *,
+        spec: SourceSpec | None = None,
+        revert_of: int | None = None,
+    ) -> int:
+        """Start the batch read from `spec` (or the revert of run `revert_of`) in a background
+        thread, on a ledger connection of its own; return its run id once it is recorded."""
 
         def work(live: _Live) -> RunResult:
             book = Ledger.open(self.ledger_target)
             try:
-                return revert_batch(
+                return start(
                     book,
-                    run_id,
                     options,
                     self._factory,
+                    spec=spec,
+                    revert_of=revert_of,
                     progress=self._progress_of(live),
                     stop=live.stop,
                     api=self.api,
@@ -723,12 +719,14 @@ class Workspace:
             raise PageError("on_existing must be skip or replace.")
         if participant not in ("last-agent", "all-agents"):
             raise PageError("participant must be last-agent or all-agents.")
-        return RunOptions(
-            on_existing=on_existing,  # type: ignore[arg-type]
-            participant=participant,  # type: ignore[arg-type]
-            rate_limit=self.rate_limit,
-            concurrency=self.concurrency,
-            request_timeout=self.request_timeout,
+        return run_options(
+            {
+                "on_existing": on_existing,
+                "participant": participant,
+                "rate_limit": self.rate_limit,
+                "concurrency": self.concurrency,
+                "request_timeout": self.request_timeout,
+            }
         )
 
     def _factory(self, throttle: Throttle) -> GenesysClient:

@@ -2,6 +2,7 @@
 
     WrapupBatchError                 base; `str()` is a message for a person, never a secret
     ├── UsageError                   bad flags, job file or configuration      → exit 2
+    │   └── OptionError              one option's value is wrong (names it)    → exit 2
     ├── InputError                   the input file or query cannot be read    → exit 2
     ├── LedgerError                  the ledger cannot be opened or used       → exit 2
     │   ├── LedgerBusyError          another live run holds the ledger         → exit 5
@@ -29,6 +30,16 @@ class WrapupBatchError(Exception):
 
 class UsageError(WrapupBatchError):
     exit_code = 2
+
+
+class OptionError(UsageError):
+    """One option's value cannot be used: `option` names it (`--max-runtime`), `detail` says
+    why. The command line shows it as click shows a bad parameter."""
+
+    def __init__(self, option: str, detail: str) -> None:
+        super().__init__(f"invalid value for {option}: {detail}")
+        self.option = option
+        self.detail = detail
 
 
 class InputError(WrapupBatchError):
