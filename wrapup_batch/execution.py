@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from wrapup_batch.api_settings import PERMISSIONS, ApiSettings, settings_from_env
 from wrapup_batch.codes import WrapupCode
@@ -33,6 +33,7 @@ from wrapup_batch.report import check_writable, write_results, write_summary_jso
 from wrapup_batch.runner import (
     ClientFactory,
     ProgressCallback,
+    RunHooks,
     RunOptions,
     RunResult,
     join_run,
@@ -138,35 +139,14 @@ def start(
     *,
     spec: SourceSpec | None = None,
     revert_of: int | None = None,
-    progress: ProgressCallback | None = None,
-    stop: threading.Event | None = None,
-    api: ApiSettings | None = None,
-    started_by: StartedBy | None = None,
+    **hooks: Unpack[RunHooks],
 ) -> RunResult:
     """Run the batch read from `spec`, or revert run `revert_of`, on an open ledger."""
     if spec is not None:
-        return run_batch(
-            ledger,
-            spec,
-            options,
-            client_factory,
-            progress=progress,
-            stop=stop,
-            api=api,
-            started_by=started_by,
-        )
+        return run_batch(ledger, spec, options, client_factory, **hooks)
     if revert_of is None:
         raise ValueError("start needs a source spec or the run to revert")
-    return revert_batch(
-        ledger,
-        revert_of,
-        options,
-        client_factory,
-        progress=progress,
-        stop=stop,
-        api=api,
-        started_by=started_by,
-    )
+    return revert_batch(ledger, revert_of, options, client_factory, **hooks)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from wrapup_batch.api_settings import ApiSettings, is_permission_error
 from wrapup_batch.codes import CodeCatalog
@@ -157,6 +157,24 @@ class RunAborted(Exception):
         self.error = error
 
 
+class WorkerHooks(TypedDict, total=False):
+    """How a caller follows and steers a run it starts or joins: `progress` hears each step,
+    `stop` set asks it to stop taking new rows (those in flight finish), `api` is the settings
+    the client factory uses (a ledger that already records the same API host and OAuth client
+    then skips asking Genesys which org it reaches)."""
+
+    progress: ProgressCallback | None
+    stop: threading.Event | None
+    api: ApiSettings | None
+
+
+class RunHooks(WorkerHooks, total=False):
+    """WorkerHooks, and `started_by`, recorded with a new run (default: this process's OS
+    account)."""
+
+    started_by: StartedBy | None
+
+
 @dataclass(frozen=True)
 class _Input:
     """Where a run's rows come from: a source for `run`, the ledger for `revert`."""
@@ -172,22 +190,16 @@ def run_batch(
     source: SourceSpec,
     options: RunOptions,
     client_factory: ClientFactory,
-    *,
-    progress: ProgressCallback | None = None,
-    stop: threading.Event | None = None,
-    api: ApiSettings | None = None,
-    started_by: StartedBy | None = None,
+    **hooks: Unpack[RunHooks],
 ) -> RunResult:
-    """Run one batch on a ledger the caller opened; other runs may share it.
-
-    `api` (the settings the client factory uses) lets a run whose ledger already records the
-    same API host and OAuth client skip asking Genesys which org it reaches. `started_by` is
-    recorded with the run (default: this process's OS account).
-    """
+    """Run one batch on a ledger the caller opened; other runs may share it (`RunHooks`:
+    progress, stop, api, started_by)."""
     limit = options.limit
     description = describe_source(source) + (f", first {limit} row(s)" if limit else "")
-    given = _Input("run", description, lambda: _first_rows(read_rows(source), limit), started_by)
-    return _start_run(ledger, given, options, client_factory, progress, stop, api)
+    given = _Input(
+        "run", description, lambda: _first_rows(read_rows(source), limit), hooks.get("started_by")
+    )
+    return _new_run(ledger, given, options, client_factory, hooks).execute()
 
 
 def revert_batch(
@@ -195,19 +207,18 @@ def revert_batch(
     run_id: int,
     options: RunOptions,
     client_factory: ClientFactory,
-    *,
-    progress: ProgressCallback | None = None,
-    stop: threading.Event | None = None,
-    api: ApiSettings | None = None,
-    started_by: StartedBy | None = None,
+    **hooks: Unpack[RunHooks],
 ) -> RunResult:
     """Put back the previous codes a run replaced, as a new run of kind `revert`."""
     options = replace(options, on_existing="replace", participant="all-agents", limit=None)
     given = _Input(
-        "revert", f"revert of run {run_id}", lambda: revert_rows(ledger, run_id), started_by
+        "revert",
+        f"revert of run {run_id}",
+        lambda: revert_rows(ledger, run_id),
+        hooks.get("started_by"),
     )
     check_revertible(ledger, run_id)
-    return _start_run(ledger, given, options, client_factory, progress, stop, api)
+    return _new_run(ledger, given, options, client_factory, hooks).execute()
 
 
 def _first_rows(chunks: Iterable[list[InputRow]], limit: int | None) -> Iterator[list[InputRow]]:
@@ -235,10 +246,7 @@ def join_run(
     run_id: int,
     options: RunOptions,
     client_factory: ClientFactory,
-    *,
-    progress: ProgressCallback | None = None,
-    stop: threading.Event | None = None,
-    api: ApiSettings | None = None,
+    **hooks: Unpack[WorkerHooks],
 ) -> RunResult:
     """Work on run `run_id` beside its own process (and any other worker) until none of its
     items is left to do. What to do with each row (`SHARED_OPTIONS`) comes from the run;
@@ -249,23 +257,22 @@ def join_run(
     shared = {k: info.options[k] for k in SHARED_OPTIONS if k in info.options}
     options = replace(options, **shared)
     given = _Input(info.kind, info.source, lambda: iter(()))
-    ledger.check_legacy_lock()
-    run = _Run(ledger, given, options, client_factory, progress, stop or threading.Event(), api)
-    return run.join(run_id)
+    return _new_run(ledger, given, options, client_factory, hooks).join(run_id)
 
 
-def _start_run(
+def _new_run(
     ledger: Ledger,
     given: _Input,
     options: RunOptions,
     client_factory: ClientFactory,
-    progress: ProgressCallback | None,
-    stop: threading.Event | None,
-    api: ApiSettings | None = None,
-) -> RunResult:
+    hooks: WorkerHooks,
+) -> _Run:
+    """A run (or a worker of one) on a ledger no older wrapup-batch holds whole."""
     ledger.check_legacy_lock()
-    run = _Run(ledger, given, options, client_factory, progress, stop or threading.Event(), api)
-    return run.execute()
+    stop = hooks.get("stop") or threading.Event()
+    return _Run(
+        ledger, given, options, client_factory, hooks.get("progress"), stop, hooks.get("api")
+    )
 
 
 class _Run:
