@@ -15,6 +15,7 @@ import uvicorn
 from wrapup_batch.api_settings import ApiSettings, settings_from_env
 from wrapup_batch.app import DEFAULT_MAX_UPLOAD, Workspace, local_user
 from wrapup_batch.errors import UsageError
+from wrapup_batch.execution import sandbox_settings
 from wrapup_batch.ledger import ledger_url
 from wrapup_batch.web import AuthSettings, create_app
 
@@ -72,13 +73,8 @@ def data_dir_for(options: ServeOptions) -> Path:
 def _api(options: ServeOptions) -> Iterator[tuple[ApiSettings, str]]:
     """The server's API settings and the login client id."""
     if options.sandbox:
-        from wrapup_batch.emulator import EmulatorConfig, start_emulator
-
-        with start_emulator(EmulatorConfig()) as emulator:
-            yield (
-                ApiSettings(emulator.base_url, emulator.client_id, emulator.client_secret),
-                options.login_client_id or SANDBOX_LOGIN_CLIENT,
-            )
+        with sandbox_settings(30.0) as settings:
+            yield settings, options.login_client_id or SANDBOX_LOGIN_CLIENT
         return
     api = settings_from_env(os.environ)
     client_id = options.login_client_id or os.environ.get(ENV_LOGIN_CLIENT_ID, "")
