@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import pkgutil
 import subprocess
 import sys
 import threading
@@ -335,17 +336,37 @@ def test_refused_credentials_end_the_checks_with_exit_3(emulator: EmulatorHandle
 FACE_MODULES = ("click", "tqdm", "starlette", "jinja2", "uvicorn", "sse_starlette")
 
 
-def test_the_library_imports_no_face_and_no_sdk_until_it_calls_the_api() -> None:
+def loaded_by(imports: str) -> set[str]:
+    """The top-level packages a fresh interpreter holds after these imports."""
     code = (
-        "import sys\n"
-        "import wrapup_batch.execution, wrapup_batch.logs, wrapup_batch.options\n"
-        "import wrapup_batch.checks, wrapup_batch.app, wrapup_batch.runner\n"
-        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+        f"import sys\n{imports}\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
-    loaded = set(done.stdout.split())
+    return set(done.stdout.split())
+
+
+def test_the_application_layer_imports_no_face_and_no_sdk() -> None:
+    loaded = loaded_by(
+        "import wrapup_batch.execution, wrapup_batch.logs, wrapup_batch.options\n"
+        "import wrapup_batch.checks, wrapup_batch.app, wrapup_batch.runner"
+    )
     assert "wrapup_batch" in loaded
     assert loaded.isdisjoint(FACE_MODULES), sorted(loaded & set(FACE_MODULES))
-    assert "PureCloudPlatformClientV2" not in loaded
+    assert "PureCloudPlatformClientV2" not in loaded  # only once a run needs the API
+
+
+def test_no_library_module_imports_click_tqdm_or_the_web_framework() -> None:
+    import wrapup_batch
+
+    library = [
+        module.name
+        for module in pkgutil.walk_packages(wrapup_batch.__path__, "wrapup_batch.")
+        if not module.name.startswith(("wrapup_batch.cli", "wrapup_batch.web"))
+        and module.name != "wrapup_batch.__main__"
+    ]
+    assert {"wrapup_batch.execution", "wrapup_batch.emulator.app"} <= set(library)
+    loaded = loaded_by("\n".join(f"import {name}" for name in library))
+    assert loaded.isdisjoint(FACE_MODULES), sorted(loaded & set(FACE_MODULES))
+    assert {"click", "tqdm"} <= loaded_by("import wrapup_batch.cli")
