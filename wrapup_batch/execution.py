@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from wrapup_batch.api_settings import PERMISSIONS, ApiSettings, settings_from_env
 from wrapup_batch.codes import WrapupCode
 from wrapup_batch.errors import AuthError, RequestRejectedError, UsageError
-from wrapup_batch.ledger import Ledger, StartedBy
+from wrapup_batch.ledger import Ledger
 from wrapup_batch.logs import REDACT, LogContext, log_retry
 from wrapup_batch.options import run_options, source_spec
 from wrapup_batch.report import check_writable, write_results, write_summary_json
@@ -161,7 +161,6 @@ class Batch:
     sandbox: bool = False
     results: Path | None = None
     summary_json: Path | None = None
-    started_by: StartedBy | None = None
 
     @property
     def description(self) -> str:
@@ -258,7 +257,6 @@ def execute(
                 progress=progress,
                 stop=stop,
                 api=api,
-                started_by=batch.started_by,
             )
         LogContext.run_id = result.run_id
         outcome = Outcome(result, ledger.display)
