@@ -529,8 +529,10 @@ def test_persistent_5xx_ends_failed_after_the_retries_and_a_rerun_finishes_it(
 def test_max_runtime_stops_early_with_rows_pending_and_a_rerun_resumes(
     emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
-    emulator.config.latency_ms = 250
-    run = invoke(emulator, tmp_path, RECLASSIFY, "--max-runtime", "1.5s", "--concurrency", "1")
+    # Each looked-up row costs two requests of 0.5 s, one at a time: the sample's rows need
+    # far more than 6 s, and 6 s leaves a loaded machine room to start (code list, ingest).
+    emulator.config.latency_ms = 500
+    run = invoke(emulator, tmp_path, RECLASSIFY, "--max-runtime", "6s", "--concurrency", "1")
 
     assert run.exit_code == 4, run.stderr
     assert "stopped early" in run.stderr and "run again to resume" in run.stderr
