@@ -221,8 +221,24 @@ class RunView:
     message: str
     exit_code: int | None
     upload: str | None  # the upload's token, when the page started the run
-    phase: str = ""  # a run of this server: ingest, resolve, apply (else "")
+    phase: str = ""  # ingest, resolve, apply (a run of this server), apply (one elsewhere)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    #: Rows left because another run was changing their conversations: {that run: rows} and
+    #: how many of them are still not done (Resume finishes them).
+    held: dict[int, int] = field(default_factory=dict)
+    held_left: int = 0
+
+    @property
+    def held_rows(self) -> int:
+        return sum(self.held.values())
+
+    @property
+    def held_runs(self) -> str:
+        """The runs that held rows of this one, for a sentence: "run 3", "runs 1 and 3"."""
+        ids = [str(n) for n in sorted(self.held)]
+        if len(ids) < 2:
+            return f"run {ids[0]}" if ids else ""
+        return f"runs {', '.join(ids[:-1])} and {ids[-1]}"
 
     @property
     def to_fix(self) -> int:
@@ -242,6 +258,8 @@ class RunView:
             "rows_per_minute": self.rows_per_minute,
             "eta_seconds": self.eta_seconds,
             "phase": self.phase,
+            "held_by_other_runs": self.held_rows,
+            "held_not_done": self.held_left,
         }
 
 
@@ -797,20 +815,37 @@ class Workspace:
             or self._held_by(run_id)
         )
         phase = ""
-        if running and live is not None and live.progress is not None:
+        progress = live.progress if running and live is not None else None
+        own = progress is not None
+        if progress is not None:
             # this server's run: the runner's own progress (the ledger's rows still carry
             # the statuses of earlier runs until this one reaches them)
-            progress = live.progress
             phase = progress.phase
             total = progress.total
             done = progress.done if phase == "apply" else 0
             counts = dict(progress.counts) if phase == "apply" else {}
             if total > done:
                 counts[Status.PENDING.value] = total - done
+        elif running:
+            # a run of another process (the command line, cron, another server): its own
+            # work, from its rows (rows done by earlier runs are not its work, nor done by it)
+            phase = "apply" if self.ledger.run_state(run_id).work_ready else ""
+            counts = self.ledger.progress_counts(run_id, _done_statuses(run))
+            total = sum(counts.values())
+            done = total - sum(n for s, n in counts.items() if _status(s) in UNFINISHED)
         else:
             counts = run_counts(self.ledger, run)
             total = sum(counts.values())
             done = total - sum(n for s, n in counts.items() if _status(s) in UNFINISHED)
+        summary = run.summary or {}
+        # rows another run held: read for a run that says it left some, or one not finished
+        # that this server is not running (a run of this server says so when it ends)
+        left_some = bool(summary.get("held_by_other_runs"))
+        held = (
+            self.ledger.held_counts(run_id)
+            if left_some or (run.finished is None and not own)
+            else {}
+        )
         if run.finished is None and not running:
             state, interrupted = "stopped", True
         elif running:
@@ -824,7 +859,6 @@ class Workspace:
         remaining = total - done
         eta = round(remaining * 60.0 / rate, 1) if rate > 0 and running else None
         limit = float(run.options.get("rate_limit") or self.rate_limit)
-        summary = run.summary or {}
         view = RunView(
             id=run.id,
             kind=run.kind,
@@ -846,6 +880,8 @@ class Workspace:
             phase=phase,
             upload=self._upload_of(run_id),
             failures=self._failures(run_id),
+            held={other: n for other, (n, _left) in held.items()},
+            held_left=sum(left for _n, left in held.values()),
         )
         with self._lock:
             meter.view, meter.at = view, now
@@ -1009,6 +1045,12 @@ def _sample(book: Ledger, run_id: int) -> list[dict[str, Any]]:
 
 def _no_progress(_phase: str, _rows: int) -> None:
     pass
+
+
+def _done_statuses(run: RunInfo) -> list[str]:
+    """The item statuses a run does not redo (as the runner decides them from its options)."""
+    skip = [Status.SKIPPED.value] if run.options.get("on_existing", "skip") == "skip" else []
+    return [*DONE, *skip]
 
 
 def _status(value: str) -> Status | None:

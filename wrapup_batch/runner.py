@@ -752,6 +752,9 @@ class _Run:
     # -- the end ----------------------------------------------------------------------------
 
     def _conclude(self) -> RunResult:
+        # the outcomes first, then the counts read from them: a row another run was changing
+        # is counted as the report keeps it, even if that run finishes it in between
+        self.ledger.snapshot_outcomes(self.run_id)
         counts = self.ledger.status_counts(self.run_id)
         unfinished = sum(n for status, n in counts.items() if status in UNFINISHED)
         not_fine = sum(n for status, n in counts.items() if Status(status) not in FINE)
@@ -778,8 +781,10 @@ class _Run:
         return RunResult(self.run_id, code, counts, self.rows, message, summary)
 
     def _finish(self, code: int, message: str, counts: dict[str, int] | None = None) -> RunResult:
-        self.ledger.snapshot_outcomes(self.run_id)
-        counts = counts if counts is not None else self.ledger.status_counts(self.run_id)
+        """End the run; `counts` given: read after `snapshot_outcomes` (see `_conclude`)."""
+        if counts is None:
+            self.ledger.snapshot_outcomes(self.run_id)
+            counts = self.ledger.status_counts(self.run_id)
         summary = self._summary(counts, code, message)
         if self.role == "run":  # a worker that joined leaves the run's record to its process
             self.ledger.finish_run(self.run_id, counts=counts, summary=summary, exit_code=code)

@@ -1,0 +1,271 @@
+"""Two analysts applying at once on one page, and the nightly job on the same ledger (issue 12,
+"What it must survive"): each conversation is written once, every row of every run ends fine
+or resumable, and the page reports every run, wherever it was started, from its own rows.
+
+The overlap is made real without timing margins: the emulator answers slowly while the nightly
+`wrapup-batch run` holds its conversations, both analysts press Apply at once, and the test
+waits (on the ledger) until each analyst's run has met the others' claims; then the emulator
+answers fast again and everything runs to its end. The emulator records every wrap-up POST it
+receives, so a duplicate write is counted, not guessed.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_workers import env_of, finish, found, query, start, wait_for
+from web_helpers import ANALYST, Web, csrf, sign_in, token_of, upload
+
+from wrapup_batch.api_settings import ApiSettings
+from wrapup_batch.app import Workspace
+from wrapup_batch.emulator import (
+    EmulatorConfig,
+    EmulatorHandle,
+    generated_conversation_id,
+    start_emulator,
+)
+from wrapup_batch.web import AuthSettings, create_app
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+ANALYST_2 = ("analyst2@example.com", "analyst2-password")
+CONVERSATIONS = 100
+SLOW_MS = 1500  # while the runs meet: every request takes this long
+FAST_MS = 10
+#: Which generated conversations each input asks for (overlapping on purpose).
+ANA = list(range(0, 60))
+BEA = list(range(30, 90))
+NIGHTLY = list(range(20, 40)) + list(range(80, 100))
+
+
+def agent_comm(i: int) -> str:
+    """The agent communication of generated conversation i (the one a wrap-up is POSTed to)."""
+    return f"9e000012-0000-4000-8000-{i:012x}"
+
+
+def write_input(path: Path, conversations: list[int]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["conversation_id", "wrapup_code"])
+        for i in conversations:
+            writer.writerow([generated_conversation_id(i), "Sales"])
+    return path
+
+
+@pytest.fixture
+def together_emulator() -> Iterator[EmulatorHandle]:
+    config = EmulatorConfig(generate=CONVERSATIONS, rate_limit=0, latency_ms=FAST_MS)
+    with start_emulator(config) as handle:
+        yield handle
+
+
+def page_sessions(
+    emulator: EmulatorHandle, tmp: Path, ledger: str, people: int
+) -> tuple[Workspace, list[Web]]:
+    """One page (one Workspace, one ledger) and a signed-out browser session per person."""
+    workspace = Workspace(
+        ledger=ledger,
+        data_dir=tmp / "web",
+        api=ApiSettings(emulator.base_url, emulator.client_id, emulator.client_secret, 10.0),
+        rate_limit=6000,
+        concurrency=4,
+    )
+    app = create_app(workspace, AuthSettings(emulator.base_url, "wrapup-batch-web"))
+    app.state.sse_interval = 0.1
+    sessions = [
+        Web(emulator, workspace, TestClient(app, base_url="http://127.0.0.1"), tmp)
+        for _ in range(people)
+    ]
+    return workspace, sessions
+
+
+def api_state(web: Web, run_id: int) -> dict[str, Any]:
+    state: dict[str, Any] = web.client.get(f"/api/runs/{run_id}").json()
+    return state
+
+
+def wait_until_ended(web: Web, run_id: int, timeout: float = 180.0) -> dict[str, Any]:
+    wait_for(lambda: api_state(web, run_id)["state"] != "applying", f"run {run_id}", timeout)
+    return api_state(web, run_id)
+
+
+def results(web: Web, run_id: int) -> list[dict[str, str]]:
+    answer = web.client.get(f"/runs/{run_id}/results.csv")
+    assert answer.status_code == 200
+    return list(csv.DictReader(answer.content.decode("utf-8-sig").splitlines()))
+
+
+def held_rows(ledger: str, run_id: int) -> dict[str, int]:
+    """The run's rows left because another run held their conversation: conversation -> run."""
+    found_rows = query(
+        ledger, f"SELECT conversation_id, held_by FROM run_rows WHERE run_id = {run_id} "
+        "AND held_by IS NOT NULL"
+    )
+    return {r["conversation_id"]: int(r["held_by"]) for r in found_rows}
+
+
+def writer_of(ledger: str) -> dict[str, int]:
+    """conversation id -> the run that applied it (the item's last writer)."""
+    rows = query(ledger, "SELECT conversation_id, status, last_run_id FROM items")
+    assert {r["status"] for r in rows} == {"applied"}, rows
+    return {r["conversation_id"]: int(r["last_run_id"]) for r in rows}
+
+
+def test_two_analysts_and_the_nightly_job_write_each_conversation_once(
+    together_emulator: EmulatorHandle, tmp_path: Path, ledger_target: str
+) -> None:
+    emulator = together_emulator
+    ledger = ledger_target
+    workspace, (ana, bea) = page_sessions(emulator, tmp_path, ledger, 2)
+    try:
+        sign_in(ana, ANALYST)
+        sign_in(bea, ANALYST_2)
+        tokens = []
+        for web, rows, name in ((ana, ANA, "ana.csv"), (bea, BEA, "bea.csv")):
+            preview_url = upload(web, write_input(tmp_path / name, rows))
+            assert "to look up and apply" in web.client.get(preview_url).text
+            tokens.append(token_of(preview_url))
+
+        # the nightly job starts first and, the API being slow, holds its conversations
+        emulator.config.latency_ms = SLOW_MS
+        nightly_csv = write_input(tmp_path / "nightly.csv", NIGHTLY)
+        nightly_log = tmp_path / "nightly.log"
+        nightly = start(
+            ["run", str(nightly_csv), "--ledger", ledger, "--rate-limit", "6000", "--quiet"],
+            env_of(emulator),
+            nightly_log,
+        )
+        wait_for(
+            lambda: found(ledger, "SELECT 1 FROM conversation_claims WHERE run_id = 1"),
+            "the nightly run's claims",
+        )
+
+        # both analysts press Apply at once
+        answers: dict[int, Any] = {}
+
+        def press(index: int, web: Web, token: str) -> None:
+            answers[index] = web.client.post(
+                f"/runs/{token}/apply",
+                data={"csrf_token": csrf(web), "on_existing": "skip", "participant": "last-agent"},
+                follow_redirects=False,
+            )
+
+        pressing = [
+            threading.Thread(target=press, args=(i, web, token))
+            for i, (web, token) in enumerate(zip((ana, bea), tokens, strict=True))
+        ]
+        for thread in pressing:
+            thread.start()
+        for thread in pressing:
+            thread.join(timeout=120)
+        for answer in answers.values():
+            assert answer.status_code == 303, answer.text[:800]
+        ana_run, bea_run = (int(answers[i].headers["location"].rsplit("/", 1)[1]) for i in (0, 1))
+        assert {ana_run, bea_run} == {2, 3}
+
+        # wait until each analyst's run has met the nightly run's claims (and one the other's)
+        nightly_ids = {generated_conversation_id(i) for i in NIGHTLY}
+        wait_for(
+            lambda: {c for c, r in held_rows(ledger, ana_run).items() if r == 1}
+            == nightly_ids & {generated_conversation_id(i) for i in ANA}
+            and {c for c, r in held_rows(ledger, bea_run).items() if r == 1}
+            == nightly_ids & {generated_conversation_id(i) for i in BEA},
+            "both analysts' runs to meet the nightly run's claims",
+        )
+        emulator.config.latency_ms = FAST_MS  # now let everything run
+
+        assert finish(nightly, nightly_log) in (0, 4), nightly_log.read_text()
+        ends = {run: wait_until_ended(ana, run) for run in (ana_run, bea_run)}
+
+        # every conversation asked for was written exactly once, by one run or another
+        everyone = sorted(set(ANA) | set(BEA) | set(NIGHTLY))
+        posts = emulator.stats(detail=True)["post_attempts_per_communication"]
+        assert posts == {agent_comm(i): 1 for i in everyone}
+
+        # the page shows each run, whoever started it, with its counts and who started it
+        inputs = {ana_run: ANA, bea_run: BEA, 1: NIGHTLY}
+        names = {ana_run: "Ana Analyst", bea_run: "Bea Analyst"}
+        for run_id, rows in inputs.items():
+            for web in (ana, bea):  # both people see the same
+                state = api_state(web, run_id)
+                assert state["state"] in ("done", "stopped"), state
+                assert sum(state["counts"].values()) == len(rows) == state["total"]
+                assert set(state["counts"]) <= {"applied", "pending"}, state
+                if run_id in names:
+                    assert state["started_by"]["name"] == names[run_id]
+                else:
+                    assert state["started_by"]["id"].startswith("os:")
+        history = ana.client.get("/runs").text
+        assert "Ana Analyst" in history and "Bea Analyst" in history
+
+        # the rows another run held are reported so: applied by that run (this run sent
+        # nothing for them), or still pending, to be finished by a Resume
+        writers = writer_of(ledger)
+        to_resume = []
+        for run_id, rows in inputs.items():
+            held = held_rows(ledger, run_id)
+            state = api_state(ana, run_id)
+            by_row = {r["conversation_id"]: r for r in results(ana, run_id)}
+            assert len(by_row) == len(rows)
+            for conversation, row in by_row.items():
+                if conversation in held:
+                    assert f"run {held[conversation]}" in row["message"], row
+                    assert writers[conversation] != run_id
+                    if row["status"] == "applied":
+                        assert writers[conversation] == held[conversation]
+                    else:
+                        assert row["status"] == "pending", row
+                else:
+                    assert row["status"] == "applied", row
+            pending = state["counts"].get("pending", 0)
+            assert pending == sum(1 for r in by_row.values() if r["status"] == "pending")
+            if pending:
+                assert state["state"] == "stopped"
+                to_resume.append(run_id)
+                if run_id in names:
+                    page = ana.client.get(f"/runs/{run_id}").text
+                    assert 'id="resume-button"' in page
+                    assert re.search(
+                        rf"{pending} rows? (was|were) being changed by runs? \d+( and \d+)? at "
+                        "the same time.*Resume finishes (it|them)",
+                        page,
+                    ), page
+            else:
+                assert state["state"] == "done"
+        # the overlap was real: each analyst's run met the nightly run's claims
+        assert all(1 in held_rows(ledger, r).values() for r in (ana_run, bea_run))
+
+        # a Resume (or the nightly's rerun) finishes what was left, writing nothing again
+        for run_id in to_resume:
+            if run_id == 1:
+                rerun = start(
+                    ["run", str(nightly_csv), "--ledger", ledger, "--quiet"],
+                    env_of(emulator),
+                    tmp_path / "rerun.log",
+                )
+                assert finish(rerun, tmp_path / "rerun.log") == 0
+                continue
+            web = ana if run_id == ana_run else bea
+            resumed = web.client.post(
+                f"/runs/{run_id}/resume", data={"csrf_token": csrf(web)}, follow_redirects=False
+            )
+            assert resumed.status_code == 303, resumed.text[:800]
+            new_id = int(resumed.headers["location"].rsplit("/", 1)[1])
+            state = wait_until_ended(web, new_id)
+            assert state["state"] == "done", state
+            assert state["counts"] == {"applied": len(inputs[run_id])}
+        assert emulator.stats(detail=True)["post_attempts_per_communication"] == posts
+        assert set(ends) == {ana_run, bea_run}
+    finally:
+        for web in (ana, bea):
+            web.client.close()
+        workspace.close()
