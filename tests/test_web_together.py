@@ -269,3 +269,87 @@ def test_two_analysts_and_the_nightly_job_write_each_conversation_once(
         for web in (ana, bea):
             web.client.close()
         workspace.close()
+
+
+def test_a_command_line_rerun_watched_from_the_page_counts_only_its_own_work(
+    together_emulator: EmulatorHandle, tmp_path: Path, ledger_target: str
+) -> None:
+    emulator = together_emulator
+    ledger = ledger_target
+    missing = [generated_conversation_id(CONVERSATIONS + k) for k in range(3)]  # 404s
+
+    def write(path: Path, count: int) -> Path:
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["conversation_id", "wrapup_code"])
+            for i in range(count):
+                writer.writerow([generated_conversation_id(i), "Sales"])
+            for conversation in missing:
+                writer.writerow([conversation, "Sales"])
+        return path
+
+    # an earlier run applied 20 rows and found 3 conversations missing
+    first = start(
+        ["run", str(write(tmp_path / "first.csv", 20)), "--ledger", ledger, "--quiet"],
+        env_of(emulator),
+        tmp_path / "first.log",
+    )
+    assert finish(first, tmp_path / "first.log") == 1, (tmp_path / "first.log").read_text()
+
+    workspace, (web,) = page_sessions(emulator, tmp_path, ledger, 1)
+    try:
+        sign_in(web, ANALYST)
+        # the nightly rerun, on a longer file: 20 new rows and the 3 missing ones are its work
+        emulator.config.latency_ms = 400
+        rerun_log = tmp_path / "rerun.log"
+        rerun = start(
+            ["run", str(write(tmp_path / "rerun.csv", 40)), "--ledger", ledger, "--quiet"]
+            + ["--concurrency", "1"],
+            env_of(emulator),
+            rerun_log,
+        )
+
+        def own_done() -> int:
+            rows = query(
+                ledger,
+                "SELECT COUNT(*) AS n FROM run_rows r JOIN items i ON i.id = r.item_id "
+                "WHERE r.run_id = 2 AND i.last_run_id = 2 "
+                "AND i.status NOT IN ('pending', 'in_flight')",
+            )
+            return int(rows[0]["n"])
+
+        wait_for(
+            lambda: found(ledger, "SELECT 1 FROM runs WHERE id = 2 AND work_ready IS NOT NULL")
+            and own_done() >= 2,
+            "the rerun to be working",
+        )
+        before = own_done()
+        page = web.client.get("/runs/2").text  # read fresh from the ledger
+        after = own_done()
+        shown = {
+            key: int(value.replace(",", ""))
+            for key, value in re.findall(r'<b id="(done|total)">([\d,]+)</b>', page)
+        }
+        assert 'id="state">applying<' in page
+        assert "rows to look up" in page
+        # its own work: 20 new rows and the 3 it tries again; not the 20 done before it
+        assert shown["total"] == 23, page
+        assert before <= shown["done"] <= after < 23, (before, shown, after)
+        state = api_state(web, 2)
+        assert state["state"] == "applying" and state["total"] == 23, state
+        assert sum(state["counts"].values()) == 23
+        assert state["counts"].get("applied", 0) <= own_done()
+        assert state["started_by"]["id"].startswith("os:")
+
+        emulator.config.latency_ms = FAST_MS
+        assert finish(rerun, rerun_log) == 1, rerun_log.read_text()
+        final = wait_until_ended(web, 2)
+        # ended, its counts are its rows' statuses: every row of the input
+        assert final["state"] == "done"
+        assert final["counts"] == {"applied": 40, "not_found": 3}
+        assert final["done"] == final["total"] == 43
+        posts = emulator.stats(detail=True)["post_attempts_per_communication"]
+        assert posts == {agent_comm(i): 1 for i in range(40)}
+    finally:
+        web.client.close()
+        workspace.close()
