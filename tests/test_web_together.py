@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from wrapup_batch.emulator import (
     generated_conversation_id,
     start_emulator,
 )
+from wrapup_batch.ledger import Ledger
 from wrapup_batch.web import AuthSettings, create_app
 
 with warnings.catch_warnings():
@@ -120,151 +123,171 @@ def writer_of(ledger: str) -> dict[str, int]:
     return {r["conversation_id"]: int(r["last_run_id"]) for r in rows}
 
 
+def still_running(web: Web, ledger: str, run_id: int) -> dict[str, Any]:
+    """The page's view of a run: applying, as long as the ledger has not recorded its end."""
+    seen = api_state(web, run_id)
+    if not found(ledger, f"SELECT 1 FROM runs WHERE id = {run_id} AND finished IS NOT NULL"):
+        assert seen["state"] == "applying", seen
+    return seen
+
+
+def analysts_and_the_nightly_job(
+    emulator: EmulatorHandle, tmp_path: Path, ledger: str, ana: Web, bea: Web, *, other: Web
+) -> None:
+    """Ana and Bea (signed out sessions of the page, or of two pages on one ledger) upload
+    overlapping files and press Apply at once while the nightly job runs on the same ledger;
+    `other`: a session that reads every run too (the other page, or Bea's)."""
+    sign_in(ana, ANALYST)
+    sign_in(bea, ANALYST_2)
+    tokens = []
+    for web, rows, name in ((ana, ANA, "ana.csv"), (bea, BEA, "bea.csv")):
+        preview_url = upload(web, write_input(tmp_path / name, rows))
+        assert "to look up and apply" in web.client.get(preview_url).text
+        tokens.append(token_of(preview_url))
+
+    # the nightly job starts first and, the API being slow, holds its conversations
+    emulator.config.latency_ms = SLOW_MS
+    nightly_csv = write_input(tmp_path / "nightly.csv", NIGHTLY)
+    nightly_log = tmp_path / "nightly.log"
+    nightly = start(
+        ["run", str(nightly_csv), "--ledger", ledger, "--rate-limit", "6000", "--quiet"],
+        env_of(emulator),
+        nightly_log,
+    )
+    # from its start (reading its input, resolving its codes) the page shows it applying
+    wait_for(lambda: found(ledger, "SELECT 1 FROM runs WHERE id = 1"), "the nightly run")
+    still_running(other, ledger, 1)
+    wait_for(
+        lambda: found(ledger, "SELECT 1 FROM conversation_claims WHERE run_id = 1"),
+        "the nightly run's claims",
+    )
+
+    # both analysts press Apply at once
+    answers: dict[int, Any] = {}
+
+    def press(index: int, web: Web, token: str) -> None:
+        answers[index] = web.client.post(
+            f"/runs/{token}/apply",
+            data={"csrf_token": csrf(web), "on_existing": "skip", "participant": "last-agent"},
+            follow_redirects=False,
+        )
+
+    pressing = [
+        threading.Thread(target=press, args=(i, web, token))
+        for i, (web, token) in enumerate(zip((ana, bea), tokens, strict=True))
+    ]
+    for thread in pressing:
+        thread.start()
+    for thread in pressing:
+        thread.join(timeout=120)
+    for answer in answers.values():
+        assert answer.status_code == 303, answer.text[:800]
+    ana_run, bea_run = (int(answers[i].headers["location"].rsplit("/", 1)[1]) for i in (0, 1))
+    assert {ana_run, bea_run} == {2, 3}
+
+    # wait until each analyst's run has met the nightly run's claims (and one the other's)
+    nightly_ids = {generated_conversation_id(i) for i in NIGHTLY}
+    wait_for(
+        lambda: {c for c, r in held_rows(ledger, ana_run).items() if r == 1}
+        == nightly_ids & {generated_conversation_id(i) for i in ANA}
+        and {c for c, r in held_rows(ledger, bea_run).items() if r == 1}
+        == nightly_ids & {generated_conversation_id(i) for i in BEA},
+        "both analysts' runs to meet the nightly run's claims",
+    )
+    emulator.config.latency_ms = FAST_MS  # now let everything run
+
+    assert finish(nightly, nightly_log) in (0, 4), nightly_log.read_text()
+    ends = {run: wait_until_ended(ana, run) for run in (ana_run, bea_run)}
+
+    # every conversation asked for was written exactly once, by one run or another
+    everyone = sorted(set(ANA) | set(BEA) | set(NIGHTLY))
+    posts = emulator.stats(detail=True)["post_attempts_per_communication"]
+    assert posts == {agent_comm(i): 1 for i in everyone}
+
+    # the page shows each run, whoever started it, with its counts and who started it
+    inputs = {ana_run: ANA, bea_run: BEA, 1: NIGHTLY}
+    names = {ana_run: "Ana Analyst", bea_run: "Bea Analyst"}
+    for run_id, rows in inputs.items():
+        for web in (ana, bea):  # both people see the same
+            state = api_state(web, run_id)
+            assert state["state"] in ("done", "stopped"), state
+            assert sum(state["counts"].values()) == len(rows) == state["total"]
+            assert set(state["counts"]) <= {"applied", "pending"}, state
+            if run_id in names:
+                assert state["started_by"]["name"] == names[run_id]
+            else:
+                assert state["started_by"]["id"].startswith("os:")
+    history = ana.client.get("/runs").text
+    assert "Ana Analyst" in history and "Bea Analyst" in history
+
+    # the rows another run held are reported so: applied by that run (this run sent
+    # nothing for them), or still pending, to be finished by a Resume
+    writers = writer_of(ledger)
+    to_resume = []
+    for run_id, rows in inputs.items():
+        held = held_rows(ledger, run_id)
+        state = api_state(ana, run_id)
+        by_row = {r["conversation_id"]: r for r in results(ana, run_id)}
+        assert len(by_row) == len(rows)
+        for conversation, row in by_row.items():
+            if conversation in held:
+                assert f"run {held[conversation]}" in row["message"], row
+                assert writers[conversation] != run_id
+                if row["status"] == "applied":
+                    assert writers[conversation] == held[conversation]
+                else:
+                    assert row["status"] == "pending", row
+            else:
+                assert row["status"] == "applied", row
+        pending = state["counts"].get("pending", 0)
+        assert pending == sum(1 for r in by_row.values() if r["status"] == "pending")
+        if pending:
+            assert state["state"] == "stopped"
+            to_resume.append(run_id)
+            if run_id in names:
+                page = ana.client.get(f"/runs/{run_id}").text
+                assert 'id="resume-button"' in page
+                assert re.search(
+                    rf"{pending} rows? (was|were) being changed by runs? \d+( and \d+)? at "
+                    "the same time.*Resume finishes (it|them)",
+                    page,
+                ), page
+        else:
+            assert state["state"] == "done"
+    # the overlap was real: each analyst's run met the nightly run's claims
+    assert all(1 in held_rows(ledger, r).values() for r in (ana_run, bea_run))
+
+    # a Resume (or the nightly's rerun) finishes what was left, writing nothing again
+    for run_id in to_resume:
+        if run_id == 1:
+            rerun = start(
+                ["run", str(nightly_csv), "--ledger", ledger, "--quiet"],
+                env_of(emulator),
+                tmp_path / "rerun.log",
+            )
+            assert finish(rerun, tmp_path / "rerun.log") == 0
+            continue
+        web = ana if run_id == ana_run else bea
+        resumed = web.client.post(
+            f"/runs/{run_id}/resume", data={"csrf_token": csrf(web)}, follow_redirects=False
+        )
+        assert resumed.status_code == 303, resumed.text[:800]
+        new_id = int(resumed.headers["location"].rsplit("/", 1)[1])
+        state = wait_until_ended(web, new_id)
+        assert state["state"] == "done", state
+        assert state["counts"] == {"applied": len(inputs[run_id])}
+    assert emulator.stats(detail=True)["post_attempts_per_communication"] == posts
+    assert set(ends) == {ana_run, bea_run}
+
+
 def test_two_analysts_and_the_nightly_job_write_each_conversation_once(
     together_emulator: EmulatorHandle, tmp_path: Path, ledger_target: str
 ) -> None:
-    emulator = together_emulator
-    ledger = ledger_target
-    workspace, (ana, bea) = page_sessions(emulator, tmp_path, ledger, 2)
+    workspace, (ana, bea) = page_sessions(together_emulator, tmp_path, ledger_target, 2)
     try:
-        sign_in(ana, ANALYST)
-        sign_in(bea, ANALYST_2)
-        tokens = []
-        for web, rows, name in ((ana, ANA, "ana.csv"), (bea, BEA, "bea.csv")):
-            preview_url = upload(web, write_input(tmp_path / name, rows))
-            assert "to look up and apply" in web.client.get(preview_url).text
-            tokens.append(token_of(preview_url))
-
-        # the nightly job starts first and, the API being slow, holds its conversations
-        emulator.config.latency_ms = SLOW_MS
-        nightly_csv = write_input(tmp_path / "nightly.csv", NIGHTLY)
-        nightly_log = tmp_path / "nightly.log"
-        nightly = start(
-            ["run", str(nightly_csv), "--ledger", ledger, "--rate-limit", "6000", "--quiet"],
-            env_of(emulator),
-            nightly_log,
+        analysts_and_the_nightly_job(
+            together_emulator, tmp_path, ledger_target, ana, bea, other=bea
         )
-        wait_for(
-            lambda: found(ledger, "SELECT 1 FROM conversation_claims WHERE run_id = 1"),
-            "the nightly run's claims",
-        )
-
-        # both analysts press Apply at once
-        answers: dict[int, Any] = {}
-
-        def press(index: int, web: Web, token: str) -> None:
-            answers[index] = web.client.post(
-                f"/runs/{token}/apply",
-                data={"csrf_token": csrf(web), "on_existing": "skip", "participant": "last-agent"},
-                follow_redirects=False,
-            )
-
-        pressing = [
-            threading.Thread(target=press, args=(i, web, token))
-            for i, (web, token) in enumerate(zip((ana, bea), tokens, strict=True))
-        ]
-        for thread in pressing:
-            thread.start()
-        for thread in pressing:
-            thread.join(timeout=120)
-        for answer in answers.values():
-            assert answer.status_code == 303, answer.text[:800]
-        ana_run, bea_run = (int(answers[i].headers["location"].rsplit("/", 1)[1]) for i in (0, 1))
-        assert {ana_run, bea_run} == {2, 3}
-
-        # wait until each analyst's run has met the nightly run's claims (and one the other's)
-        nightly_ids = {generated_conversation_id(i) for i in NIGHTLY}
-        wait_for(
-            lambda: {c for c, r in held_rows(ledger, ana_run).items() if r == 1}
-            == nightly_ids & {generated_conversation_id(i) for i in ANA}
-            and {c for c, r in held_rows(ledger, bea_run).items() if r == 1}
-            == nightly_ids & {generated_conversation_id(i) for i in BEA},
-            "both analysts' runs to meet the nightly run's claims",
-        )
-        emulator.config.latency_ms = FAST_MS  # now let everything run
-
-        assert finish(nightly, nightly_log) in (0, 4), nightly_log.read_text()
-        ends = {run: wait_until_ended(ana, run) for run in (ana_run, bea_run)}
-
-        # every conversation asked for was written exactly once, by one run or another
-        everyone = sorted(set(ANA) | set(BEA) | set(NIGHTLY))
-        posts = emulator.stats(detail=True)["post_attempts_per_communication"]
-        assert posts == {agent_comm(i): 1 for i in everyone}
-
-        # the page shows each run, whoever started it, with its counts and who started it
-        inputs = {ana_run: ANA, bea_run: BEA, 1: NIGHTLY}
-        names = {ana_run: "Ana Analyst", bea_run: "Bea Analyst"}
-        for run_id, rows in inputs.items():
-            for web in (ana, bea):  # both people see the same
-                state = api_state(web, run_id)
-                assert state["state"] in ("done", "stopped"), state
-                assert sum(state["counts"].values()) == len(rows) == state["total"]
-                assert set(state["counts"]) <= {"applied", "pending"}, state
-                if run_id in names:
-                    assert state["started_by"]["name"] == names[run_id]
-                else:
-                    assert state["started_by"]["id"].startswith("os:")
-        history = ana.client.get("/runs").text
-        assert "Ana Analyst" in history and "Bea Analyst" in history
-
-        # the rows another run held are reported so: applied by that run (this run sent
-        # nothing for them), or still pending, to be finished by a Resume
-        writers = writer_of(ledger)
-        to_resume = []
-        for run_id, rows in inputs.items():
-            held = held_rows(ledger, run_id)
-            state = api_state(ana, run_id)
-            by_row = {r["conversation_id"]: r for r in results(ana, run_id)}
-            assert len(by_row) == len(rows)
-            for conversation, row in by_row.items():
-                if conversation in held:
-                    assert f"run {held[conversation]}" in row["message"], row
-                    assert writers[conversation] != run_id
-                    if row["status"] == "applied":
-                        assert writers[conversation] == held[conversation]
-                    else:
-                        assert row["status"] == "pending", row
-                else:
-                    assert row["status"] == "applied", row
-            pending = state["counts"].get("pending", 0)
-            assert pending == sum(1 for r in by_row.values() if r["status"] == "pending")
-            if pending:
-                assert state["state"] == "stopped"
-                to_resume.append(run_id)
-                if run_id in names:
-                    page = ana.client.get(f"/runs/{run_id}").text
-                    assert 'id="resume-button"' in page
-                    assert re.search(
-                        rf"{pending} rows? (was|were) being changed by runs? \d+( and \d+)? at "
-                        "the same time.*Resume finishes (it|them)",
-                        page,
-                    ), page
-            else:
-                assert state["state"] == "done"
-        # the overlap was real: each analyst's run met the nightly run's claims
-        assert all(1 in held_rows(ledger, r).values() for r in (ana_run, bea_run))
-
-        # a Resume (or the nightly's rerun) finishes what was left, writing nothing again
-        for run_id in to_resume:
-            if run_id == 1:
-                rerun = start(
-                    ["run", str(nightly_csv), "--ledger", ledger, "--quiet"],
-                    env_of(emulator),
-                    tmp_path / "rerun.log",
-                )
-                assert finish(rerun, tmp_path / "rerun.log") == 0
-                continue
-            web = ana if run_id == ana_run else bea
-            resumed = web.client.post(
-                f"/runs/{run_id}/resume", data={"csrf_token": csrf(web)}, follow_redirects=False
-            )
-            assert resumed.status_code == 303, resumed.text[:800]
-            new_id = int(resumed.headers["location"].rsplit("/", 1)[1])
-            state = wait_until_ended(web, new_id)
-            assert state["state"] == "done", state
-            assert state["counts"] == {"applied": len(inputs[run_id])}
-        assert emulator.stats(detail=True)["post_attempts_per_communication"] == posts
-        assert set(ends) == {ana_run, bea_run}
     finally:
         for web in (ana, bea):
             web.client.close()
@@ -353,3 +376,47 @@ def test_a_command_line_rerun_watched_from_the_page_counts_only_its_own_work(
     finally:
         web.client.close()
         workspace.close()
+
+
+_LOCK_PROBE = """
+import fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+# a write lock on SQLite's SHARED byte range is refused while another process uses the file
+shared = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0x40000000 + 2, 510, 0)
+try:
+    fcntl.fcntl(fd, fcntl.F_SETLK, shared)
+except OSError:
+    print("in use")
+else:
+    print("unused")
+"""
+
+
+def test_opening_the_ledger_again_in_one_process_keeps_it_in_use_for_other_processes(
+    tmp_path: Path,
+) -> None:
+    """The page opens the ledger once per run, beside the runs already going in its process.
+    Opening it again must not drop the locks of the connections already open (POSIX drops a
+    process's locks on a file when any handle on it is closed): another process would then
+    take the ledger for unused, checkpoint and remove its WAL under them, and corrupt it."""
+    path = tmp_path / "ledger.db"
+
+    def seen_from_another_process() -> str:
+        probe = subprocess.run(
+            [sys.executable, "-c", _LOCK_PROBE, str(path)], capture_output=True, text=True
+        )
+        return probe.stdout.strip()
+
+    first = Ledger.open(str(path))
+    try:
+        assert first.list_runs() == []  # a connection of the pool stays open, in WAL mode
+        assert seen_from_another_process() == "in use"
+        second = Ledger.open(str(path))
+        try:
+            assert seen_from_another_process() == "in use"
+        finally:
+            second.close()
+        assert seen_from_another_process() == "in use"
+    finally:
+        first.close()
+    assert seen_from_another_process() == "unused"

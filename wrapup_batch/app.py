@@ -55,6 +55,7 @@ from wrapup_batch.ledger import (
     StartedBy,
     items,
     run_rows,
+    runs,
 )
 from wrapup_batch.ledger.locking import pid_alive
 from wrapup_batch.models import FINE, NOT_FINE, UNFINISHED, Status
@@ -889,8 +890,18 @@ class Workspace:
 
     def _held_by(self, run_id: int) -> bool:
         """Whether a live process other than this one is working on this run (a worker of it
-        whose lease has not passed; on this host, one whose process is still alive)."""
+        whose lease has not passed; on this host, one whose process is still alive), or, on
+        this host, the run's own process is still alive: before its workers start (reading
+        its input, resolving its codes) a run has no worker yet, and is not interrupted."""
         host = socket.gethostname()
+        with self.ledger.engine.connect() as conn:
+            started = conn.execute(
+                select(runs.c.pid, runs.c.host).where(runs.c.id == run_id)
+            ).first()
+        if started is not None and started[0] and started[1] == host:
+            pid = int(started[0])
+            if pid != os.getpid() and pid_alive(pid):
+                return True
         for worker in self.ledger.live_workers():
             if worker.run_id != run_id:
                 continue

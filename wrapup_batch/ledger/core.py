@@ -3,6 +3,7 @@ before anything else; and `Ledger`, which gathers the parts."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
@@ -99,9 +100,24 @@ def _check_sqlite_path(path: Path, display: str, *, create: bool) -> None:
                 f"cannot create ledger {display}: folder {path.parent} does not exist"
             )
         return
-    with path.open("rb") as handle:
-        header = handle.read(16)
-    if header and header != b"SQLite format 3\x00":
-        raise LedgerError(
-            f"{display} is not a SQLite database (nothing was changed); give --ledger another file"
+    # Asked through SQLite, never by reading the file: closing any other handle on the file
+    # drops every lock this process holds on it (POSIX), so another process's SQLite would
+    # take the ledger for unused while this process's open connections still use its WAL,
+    # and corrupt it (a page starting a run beside another one opened the ledger again).
+    # SQLite keeps its own handles open while any of its connections holds a lock.
+    try:
+        probe = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=dialect.BUSY_TIMEOUT_MS / 1000
         )
+    except sqlite3.Error:
+        return  # not readable: the engine says why
+    try:
+        probe.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "encrypted" in str(exc):
+            raise LedgerError(
+                f"{display} is not a SQLite database (nothing was changed); "
+                "give --ledger another file"
+            ) from None
+    finally:
+        probe.close()
