@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import csv
 import re
+import signal
 import subprocess
 import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from test_workers import env_of, finish, found, query, start, wait_for
 from web_helpers import ANALYST, Web, csrf, sign_in, token_of, upload
@@ -110,8 +113,9 @@ def results(web: Web, run_id: int) -> list[dict[str, str]]:
 def held_rows(ledger: str, run_id: int) -> dict[str, int]:
     """The run's rows left because another run held their conversation: conversation -> run."""
     found_rows = query(
-        ledger, f"SELECT conversation_id, held_by FROM run_rows WHERE run_id = {run_id} "
-        "AND held_by IS NOT NULL"
+        ledger,
+        f"SELECT conversation_id, held_by FROM run_rows WHERE run_id = {run_id} "
+        "AND held_by IS NOT NULL",
     )
     return {r["conversation_id"]: int(r["held_by"]) for r in found_rows}
 
@@ -188,12 +192,25 @@ def analysts_and_the_nightly_job(
     # wait until each analyst's run has met the nightly run's claims (and one the other's)
     nightly_ids = {generated_conversation_id(i) for i in NIGHTLY}
     wait_for(
-        lambda: {c for c, r in held_rows(ledger, ana_run).items() if r == 1}
-        == nightly_ids & {generated_conversation_id(i) for i in ANA}
-        and {c for c, r in held_rows(ledger, bea_run).items() if r == 1}
-        == nightly_ids & {generated_conversation_id(i) for i in BEA},
+        lambda: (
+            {c for c, r in held_rows(ledger, ana_run).items() if r == 1}
+            == nightly_ids & {generated_conversation_id(i) for i in ANA}
+            and {c for c, r in held_rows(ledger, bea_run).items() if r == 1}
+            == nightly_ids & {generated_conversation_id(i) for i in BEA}
+        ),
         "both analysts' runs to meet the nightly run's claims",
     )
+    # meanwhile, every page shows every run applying (a run of another page reads from its
+    # rows, with the rows another run was changing)
+    for run_id in (1, ana_run, bea_run):
+        for web in (ana, bea, other):
+            still_running(web, ledger, run_id)
+    if other.client.base_url != ana.client.base_url:  # Ana's run, seen from another page
+        page = other.client.get(f"/runs/{ana_run}").text
+        if 'id="state">applying<' in page:
+            assert re.search(r'id="held-so-far">\d+ rows were being changed by run', page), page
+        else:  # ended in between
+            assert found(ledger, f"SELECT 1 FROM runs WHERE id = {ana_run} AND finished <> ''")
     emulator.config.latency_ms = FAST_MS  # now let everything run
 
     assert finish(nightly, nightly_log) in (0, 4), nightly_log.read_text()
@@ -294,6 +311,55 @@ def test_two_analysts_and_the_nightly_job_write_each_conversation_once(
         workspace.close()
 
 
+@contextmanager
+def served(
+    emulator: EmulatorHandle, tmp_path: Path, ledger: str, name: str
+) -> Iterator[httpx.Client]:
+    """`wrapup-batch serve` as its own process (sign-in on the emulator), one of a team's
+    pages: the same ledger, uploads folder and session secret as the others."""
+    env = {
+        **env_of(emulator),
+        "WRAPUP_BATCH_LOGIN_CLIENT_ID": "wrapup-batch-web",
+        "WRAPUP_BATCH_SESSION_SECRET": "the-team-s-shared-session-secret",
+    }
+    log = tmp_path / f"{name}.log"
+    process = start(
+        [
+            *("serve", "--port", "0", "--ledger", ledger, "--data-dir", str(tmp_path / "web")),
+            *("--rate-limit", "6000", "--concurrency", "4"),
+        ],
+        env,
+        log,
+    )
+    try:
+        wait_for(lambda: "http://127.0.0.1:" in log.read_text(), f"{name} to listen", 60)
+        url = re.search(r"(http://127\.0\.0\.1:\d+)", log.read_text())
+        assert url, log.read_text()
+        with httpx.Client(base_url=url.group(1), timeout=60) as client:
+            wait_for(lambda: client.get("/healthz").status_code == 200, f"{name} up", 60)
+            yield client
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_two_pages_on_one_postgresql_ledger_and_the_nightly_job_write_each_once(
+    together_emulator: EmulatorHandle, tmp_path: Path, postgres_url: str
+) -> None:
+    """The team's server with more than one process: Ana on one, Bea on the other."""
+    with (
+        served(together_emulator, tmp_path, postgres_url, "page-1") as first,
+        served(together_emulator, tmp_path, postgres_url, "page-2") as second,
+    ):
+        ana = Web(together_emulator, None, first, tmp_path)  # type: ignore[arg-type]
+        bea = Web(together_emulator, None, second, tmp_path)  # type: ignore[arg-type]
+        analysts_and_the_nightly_job(together_emulator, tmp_path, postgres_url, ana, bea, other=bea)
+
+
 def test_a_command_line_rerun_watched_from_the_page_counts_only_its_own_work(
     together_emulator: EmulatorHandle, tmp_path: Path, ledger_target: str
 ) -> None:
@@ -326,8 +392,10 @@ def test_a_command_line_rerun_watched_from_the_page_counts_only_its_own_work(
         emulator.config.latency_ms = 400
         rerun_log = tmp_path / "rerun.log"
         rerun = start(
-            ["run", str(write(tmp_path / "rerun.csv", 40)), "--ledger", ledger, "--quiet"]
-            + ["--concurrency", "1"],
+            [
+                *("run", str(write(tmp_path / "rerun.csv", 40)), "--ledger", ledger),
+                *("--quiet", "--concurrency", "1"),
+            ],
             env_of(emulator),
             rerun_log,
         )
@@ -342,8 +410,10 @@ def test_a_command_line_rerun_watched_from_the_page_counts_only_its_own_work(
             return int(rows[0]["n"])
 
         wait_for(
-            lambda: found(ledger, "SELECT 1 FROM runs WHERE id = 2 AND work_ready IS NOT NULL")
-            and own_done() >= 2,
+            lambda: (
+                found(ledger, "SELECT 1 FROM runs WHERE id = 2 AND work_ready IS NOT NULL")
+                and own_done() >= 2
+            ),
             "the rerun to be working",
         )
         before = own_done()
