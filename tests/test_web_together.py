@@ -425,6 +425,7 @@ def test_a_command_line_rerun_watched_from_the_page_counts_only_its_own_work(
         }
         assert 'id="state">applying<' in page
         assert "rows to look up" in page
+        assert 'id="applying-elsewhere"' in page and 'id="stop-button"' not in page
         # its own work: 20 new rows and the 3 it tries again; not the 20 done before it
         assert shown["total"] == 23, page
         assert before <= shown["done"] <= after < 23, (before, shown, after)

@@ -228,6 +228,7 @@ class RunView:
     #: how many of them are still not done (Resume finishes them).
     held: dict[int, int] = field(default_factory=dict)
     held_left: int = 0
+    here: bool = False  # applying in this server's process (Stop reaches only such a run)
 
     @property
     def held_rows(self) -> int:
@@ -883,6 +884,7 @@ class Workspace:
             failures=self._failures(run_id),
             held={other: n for other, (n, _left) in held.items()},
             held_left=sum(left for _n, left in held.values()),
+            here=own,
         )
         with self._lock:
             meter.view, meter.at = view, now
