@@ -258,11 +258,19 @@ def analysts_and_the_nightly_job(
                 assert row["status"] == "applied", row
         pending = state["counts"].get("pending", 0)
         assert pending == sum(1 for r in by_row.values() if r["status"] == "pending")
+        # what this run itself wrote, and what other runs had applied, as the page says it
+        mine = sum(1 for c in by_row if writers[c] == run_id)
+        others = state["counts"].get("applied", 0) - mine
+        page = ana.client.get(f"/runs/{run_id}").text
+        if others:
+            said = f"This run applied {mine} rows?; the other {others} applied rows? (was|were)"
+            assert re.search(said, page), page
+        else:
+            assert 'id="applied-before"' not in page
         if pending:
             assert state["state"] == "stopped"
             to_resume.append(run_id)
             if run_id in names:
-                page = ana.client.get(f"/runs/{run_id}").text
                 assert 'id="resume-button"' in page
                 assert re.search(
                     rf"{pending} rows? (was|were) being changed by runs? \d+( and \d+)? at "

@@ -229,6 +229,15 @@ class RunView:
     held: dict[int, int] = field(default_factory=dict)
     held_left: int = 0
     here: bool = False  # applying in this server's process (Stop reaches only such a run)
+    applied_here: int | None = None  # rows this run itself applied (its summary), once ended
+
+    @property
+    def applied_before(self) -> int:
+        """Applied rows this run sent nothing for: another run (earlier, or at the same time)
+        had applied them."""
+        if self.applied_here is None:
+            return 0
+        return max(0, self.counts.get(Status.APPLIED.value, 0) - self.applied_here)
 
     @property
     def held_rows(self) -> int:
@@ -885,6 +894,7 @@ class Workspace:
             held={other: n for other, (n, _left) in held.items()},
             held_left=sum(left for _n, left in held.values()),
             here=own,
+            applied_here=_int_or_none(summary.get("applied_this_run")) if run.finished else None,
         )
         with self._lock:
             meter.view, meter.at = view, now
@@ -1058,6 +1068,10 @@ def _sample(book: Ledger, run_id: int) -> list[dict[str, Any]]:
 
 def _no_progress(_phase: str, _rows: int) -> None:
     pass
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) else None
 
 
 def _done_statuses(run: RunInfo) -> list[str]:
