@@ -12,6 +12,7 @@ receives, so a duplicate write is counted, not guessed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 from test_workers import env_of, finish, found, query, start, wait_for
-from web_helpers import ANALYST, Web, csrf, sign_in, token_of, upload
+from web_helpers import ANALYST, Web, csrf, make_web, sign_in, token_of, upload
 
 from wrapup_batch.api_settings import ApiSettings
 from wrapup_batch.app import Workspace
@@ -229,7 +230,9 @@ def analysts_and_the_nightly_job(
             state = api_state(web, run_id)
             assert state["state"] in ("done", "stopped"), state
             assert sum(state["counts"].values()) == len(rows) == state["total"]
-            assert set(state["counts"]) <= {"applied", "pending"}, state
+            assert set(state["counts"]) <= {"applied", "pending"}, str(state) + str(
+                query(ledger, f"SELECT id, exit_code, summary FROM runs WHERE id = {run_id}")
+            )
             if run_id in names:
                 assert state["started_by"]["name"] == names[run_id]
             else:
@@ -499,3 +502,48 @@ def test_opening_the_ledger_again_in_one_process_keeps_it_in_use_for_other_proce
     finally:
         first.close()
     assert seen_from_another_process() == "unused"
+
+
+def test_a_run_ending_while_the_page_reads_it_is_not_shown_interrupted(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    """The page reads a run from the ledger and from its own thread: a run whose thread ends
+    between the two reads (the ledger read just before it recorded its end) is applying or
+    done, never interrupted. The interleaving is forced: the run's thread "ends" right after
+    the page's first ledger read of it."""
+    web = make_web(emulator, tmp_path)
+    try:
+        ran_while_read(web)
+    finally:
+        web.client.close()
+        web.workspace.close()
+
+
+def ran_while_read(web: Web) -> None:
+    sign_in(web, ANALYST)
+    token = token_of(upload(web))
+    answer = web.client.post(
+        f"/runs/{token}/apply",
+        data={"csrf_token": csrf(web), "on_existing": "skip", "participant": "last-agent"},
+        follow_redirects=False,
+    )
+    run_id = int(answer.headers["location"].rsplit("/", 1)[1])
+    assert wait_until_ended(web, run_id)["state"] == "done"
+    workspace = web.workspace
+    live = workspace._live[run_id]
+    ended, live.result = live.result, None  # as while its thread was still running
+    finished = workspace.get_run(run_id)
+    before_the_end = dataclasses.replace(finished, finished=None, exit_code=None, counts=None)
+    reads: list[int] = []
+
+    def get_run(wanted: int) -> Any:
+        reads.append(wanted)
+        if len(reads) == 1:
+            live.result = ended  # the thread records the end and returns, just now
+            return before_the_end
+        return finished
+
+    workspace.get_run = get_run  # type: ignore[method-assign]
+    view = workspace.run_view(run_id, fresh=True)
+    assert not view.interrupted and view.state in ("applying", "done"), view
+    assert workspace.run_view(run_id, fresh=True).state == "done"

@@ -819,14 +819,16 @@ class Workspace:
             meter = self._meters.setdefault(run_id, _Meter())
             if not fresh and meter.view is not None and time.monotonic() - meter.at < _REFRESH_S:
                 return meter.view
-        run = self.get_run(run_id)
+        # this server's run is looked at before the ledger: a run that ends in between is then
+        # seen finished in the ledger, never as ended here and unfinished there (interrupted)
         live = self._live.get(run_id)
-        running = run.finished is None and (
-            (live is not None and live.result is None and live.error is None)
-            or self._held_by(run_id)
-        )
+        live_here = live is not None and live.result is None and live.error is None
+        run = self.get_run(run_id)
+        running = run.finished is None and (live_here or self._held_by(run_id))
+        if run.finished is None and not running:  # ended elsewhere just now, or interrupted
+            run = self.get_run(run_id)
         phase = ""
-        progress = live.progress if running and live is not None else None
+        progress = live.progress if running and live_here and live is not None else None
         own = progress is not None
         if progress is not None:
             # this server's run: the runner's own progress (the ledger's rows still carry
