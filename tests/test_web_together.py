@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 from test_workers import env_of, finish, found, query, start, wait_for
 from web_helpers import ANALYST, Web, csrf, make_web, sign_in, token_of, upload
 
@@ -37,7 +38,8 @@ from wrapup_batch.emulator import (
     generated_conversation_id,
     start_emulator,
 )
-from wrapup_batch.ledger import Ledger
+from wrapup_batch.ledger import Ledger, items, run_rows
+from wrapup_batch.models import InputRow
 from wrapup_batch.web import AuthSettings, create_app
 
 with warnings.catch_warnings():
@@ -547,3 +549,53 @@ def ran_while_read(web: Web) -> None:
     view = workspace.run_view(run_id, fresh=True)
     assert not view.interrupted and view.state in ("applying", "done"), view
     assert workspace.run_view(run_id, fresh=True).state == "done"
+
+
+def test_a_row_left_to_another_run_is_kept_as_that_run_had_it_when_this_one_ended(
+    ledger_target: str,
+) -> None:
+    """Rows left because another run was changing their conversations, as the run's report
+    keeps them when it ends: done by the other run (with a message saying so), or still to do
+    (`pending`, also while the other run has the row's wrap-up in flight)."""
+    ledger = Ledger.open(ledger_target)
+    try:
+        other = ledger.start_run(source="other", options={}, dry_run=False)
+        run_id = ledger.start_run(source="this", options={}, dry_run=False)
+        ledger.ingest(
+            run_id,
+            [InputRow(n, generated_conversation_id(n), "Sales") for n in (1, 2, 3, 4)],
+        )
+        for row, status in ((1, "applied"), (2, "in_flight"), (3, "pending")):
+            conversation = generated_conversation_id(row)
+            with ledger.engine.begin() as conn:
+                conn.execute(
+                    update(items)
+                    .where(items.c.conversation_id == conversation)
+                    .values(status=status, last_run_id=other)
+                )
+                conn.execute(
+                    update(run_rows)
+                    .where(run_rows.c.run_id == run_id, run_rows.c.row == row)
+                    .values(held_by=other, message=f"left for a later run: run {other} was ...")
+                )
+        ledger.snapshot_outcomes(run_id)
+        rows = {r.row: r for page in ledger.iter_results(run_id) for r in page}
+        assert [rows[n].status for n in (1, 2, 3, 4)] == [
+            "applied",
+            "pending",
+            "pending",
+            "pending",
+        ]
+        assert rows[1].message == (
+            f"run {other} was changing this conversation at the same time and did it; "
+            "this run sent nothing for it"
+        )
+        assert rows[2].message.startswith("left for a later run") and rows[4].message == ""
+        assert ledger.status_counts(run_id) == {"applied": 1, "pending": 3}
+        assert ledger.held_counts(run_id) == {other: (3, 2)}
+        # what the other run does later is not this run's report
+        with ledger.engine.begin() as conn:
+            conn.execute(update(items).values(status="applied"))
+        assert ledger.status_counts(run_id) == {"applied": 1, "pending": 3}
+    finally:
+        ledger.close()

@@ -52,7 +52,11 @@ class Reading(LedgerBase):
                 .where(run_rows.c.outcome.is_(None))
                 .where(run_rows.c.item_id == items.c.id)
                 .values(
-                    outcome=items.c.status,
+                    # in flight for the other run, not for this one: still to do here
+                    outcome=case(
+                        (items.c.status.in_(_UNFINISHED), literal(Status.PENDING.value)),
+                        else_=items.c.status,
+                    ),
                     outcome_message=items.c.message,
                     outcome_http_status=items.c.http_status,
                     outcome_error_code=items.c.error_code,
