@@ -98,6 +98,20 @@ def main() -> None:
             page.goto(url + "/runs")
             shot(page, "web-history", full=False)
 
+            # a large file is read in the background: the page shows how far it has got
+            big = work / "backfill.csv"
+            with big.open("w") as out:
+                out.write("conversation_id,wrapup_code\n")
+                for n in range(300_000):
+                    out.write(f"{n:08x}-0000-4000-8000-000000000000,Sales\n")
+            page.goto(url + "/")
+            page.set_input_files("#file", str(big))
+            page.click("text=Upload and preview")
+            page.wait_for_url("**/preview")
+            page.wait_for_selector("#reading progress[value]", timeout=30000)
+            time.sleep(2)
+            shot(page, "web-reading", full=False)
+
             viewer = browser.new_page(viewport={"width": WIDTH, "height": 800})
             sign_in(viewer, url, "viewer@example.com", "viewer-password")
             viewer.set_input_files("#file", str(ROOT / "sample_data" / "bad_rows.csv"))
