@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from openpyxl import Workbook  # type: ignore[import-untyped]
 from test_run_cli import SAMPLE_APPLIED, SAMPLE_COUNTS, env_for
+from test_workers import wait_for
 from web_helpers import (
     ANALYST,
     RECLASSIFY,
@@ -398,6 +400,44 @@ def test_stop_finishes_what_is_in_flight_and_the_run_resumes(
     assert set(posts.values()) <= {1}
 
 
+def test_the_progress_shows_the_latest_failures_while_the_run_applies(
+    emulator: EmulatorHandle, tmp_path: Path
+) -> None:
+    from web_helpers import make_web
+
+    missing = "c0000099-0000-4000-8000-000000000000"  # not in the emulator: 404
+    source = tmp_path / "with-a-missing-one.csv"
+    source.write_text(
+        "conversation_id,wrapup_code\n"
+        f"{missing},Sales\n"
+        + "".join(f"c{n:07d}-0000-4000-8000-000000000000,Sales\n" for n in (1, 2, 3, 4, 5, 6))
+    )
+    slow = make_web(emulator, tmp_path, rate_limit=60)  # a request a second: ~12 s of work
+    try:
+        sign_in(slow)
+        run_id = int(
+            apply(slow, token_of(upload(slow, source))).headers["location"].rsplit("/", 1)[1]
+        )
+
+        def recorded() -> bool:
+            with sqlite3.connect(slow.ledger) as db:
+                found = db.execute(
+                    "SELECT status FROM items WHERE conversation_id = ?", (missing,)
+                ).fetchone()
+            return found is not None and found[0] == "not_found"
+
+        wait_for(recorded, "the missing conversation recorded", 30)
+        view = slow.client.get(f"/api/runs/{run_id}").json()
+        page = slow.client.get(f"/runs/{run_id}").text
+        assert view["state"] == "applying"  # the throttle holds the other rows for seconds
+        assert "Latest failures" in page and missing in page and "not_found" in page
+        slow.client.post(f"/runs/{run_id}/stop", data={"csrf_token": csrf(slow)})
+        assert wait_for_end(slow, run_id)["counts"]["not_found"] == 1
+        assert "Latest failures" not in slow.client.get(f"/runs/{run_id}").text  # the results say
+    finally:
+        slow.workspace.close()
+
+
 def test_events_stream_progress_and_the_end(web: Web) -> None:
     sign_in(web)
     run_id = int(apply(web, token_of(upload(web))).headers["location"].rsplit("/", 1)[1])
@@ -425,6 +465,31 @@ def test_no_auth_is_refused_off_loopback(host: str) -> None:
     with pytest.raises(UsageError, match="only allowed when the page listens on loopback"):
         check(ServeOptions(host=host, no_auth=True))
     check(ServeOptions(host="127.0.0.1", no_auth=True))
+
+
+def test_the_page_listens_before_it_prints_its_address(
+    emulator: EmulatorHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever opens the printed address at once waits for the page, never a refusal."""
+    from wrapup_batch.web.server import serve
+
+    for name, value in emulator.env().items():
+        monkeypatch.setenv(name, value)
+    reached: list[bool] = []
+
+    class Enough(Exception):
+        pass
+
+    def on_ready(url: str, _options: ServeOptions) -> None:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            reached.append(True)
+        raise Enough
+
+    options = ServeOptions(port=0, ledger=str(tmp_path / "ledger.db"), no_auth=True)
+    with pytest.raises(Enough):
+        serve(options, on_ready)
+    assert reached == [True]
 
 
 def test_serve_no_auth_off_loopback_exits_2_with_a_message() -> None:

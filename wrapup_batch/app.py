@@ -892,7 +892,9 @@ class Workspace:
             exit_code=run.exit_code,
             phase=phase,
             upload=self._upload_of(run_id),
-            failures=self._failures(run_id),
+            # shown while applying only (the results say it after): no scan of the items for
+            # each finished run of the history
+            failures=self._failures(run_id) if running else [],
             held={other: n for other, (n, _left) in held.items()},
             held_left=sum(left for _n, left in held.values()),
             here=own,

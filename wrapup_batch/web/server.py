@@ -95,6 +95,9 @@ def serve(options: ServeOptions, on_ready: Callable[[str, ServeOptions], None]) 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((options.host.strip("[]"), options.port))
+        # listening before the address is printed: a browser (or a script) that connects at
+        # once waits in the backlog until the page serves, instead of being refused
+        sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise UsageError(
@@ -129,8 +132,8 @@ def serve(options: ServeOptions, on_ready: Callable[[str, ServeOptions], None]) 
         server = uvicorn.Server(
             uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         )
-        on_ready(f"http://{host}:{port}", options)
         try:
+            on_ready(f"http://{host}:{port}", options)
             server.run(sockets=[sock])
         finally:
             workspace.close()
