@@ -29,6 +29,7 @@ from web_helpers import (
     web,
 )
 
+from wrapup_batch.app import is_fine
 from wrapup_batch.cli import main
 from wrapup_batch.emulator import EmulatorHandle
 from wrapup_batch.ledger import Ledger
@@ -387,6 +388,12 @@ def test_stop_finishes_what_is_in_flight_and_the_run_resumes(
         state = wait_for_end(slow, run_id)
         assert state["state"] == "stopped" and not state["interrupted"]
         assert state["counts"].get("pending", 0) > 0  # rows left for the resume
+        # the rows to fix hold the rows not fine and those the stopped run did not reach
+        to_fix = slow.client.get(f"/runs/{run_id}/to-fix")
+        lines = to_fix.content.decode("utf-8-sig").splitlines()
+        not_fine = sum(n for status, n in state["counts"].items() if not is_fine(status))
+        assert lines[0] == RECLASSIFY.read_text("utf-8-sig").splitlines()[0]
+        assert len(lines) == 1 + not_fine
         assert 'id="resume-button"' in slow.client.get(f"/runs/{run_id}").text
         resumed = slow.client.post(
             f"/runs/{run_id}/resume", data={"csrf_token": csrf(slow)}, follow_redirects=False
